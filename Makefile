@@ -1,0 +1,41 @@
+# The two commands: `make demo` (pipeline on the embedded defaults) and `make test`.
+# Both build the virtual environment first; nothing else needs to be installed by hand.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+
+# Stages run as `python -m tasks.<stage>` from dvc.yaml: the venv's python must come first.
+export PATH := $(BIN):$(PATH)
+# No telemetry from DVC, MLflow or Prefect.
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+
+.PHONY: install demo test flow serve mlflow-ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[test]'
+	touch $@
+
+demo: install
+	dvc repro
+
+test: install
+	pytest
+
+flow: install
+	python -m flows.pipeline
+
+serve: install
+	python -m flows.serve
+
+mlflow-ui: install
+	mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000
+
+clean:
+	rm -rf data/synthworld data/augmented data/models metrics plots checkpoints

@@ -1,0 +1,72 @@
+"""Segmentation samples from the augment manifest: image in [0, 1], label = subject index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass(frozen=True)
+class SegmentationItem:
+    image: Path
+    mask: Path
+    label: int  # class index of the subject (0 is background)
+
+
+class SubjectSegmentationDataset(Dataset):
+    def __init__(self, items: Sequence[SegmentationItem], image_size: int):
+        self.items = list(items)
+        # The U-Net halves the resolution five times.
+        self.size = max(32, image_size // 32 * 32)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        item = self.items[index]
+        image = Image.open(item.image).convert("RGB")
+        mask = Image.open(item.mask).convert("L")
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size), Image.BILINEAR)
+            mask = mask.resize((self.size, self.size), Image.NEAREST)
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255.0
+        labels = torch.from_numpy((np.asarray(mask) > 0).astype(np.int64) * item.label)
+        return pixels, labels
+
+
+class SubjectSegmentationDataModule(L.LightningDataModule):
+    def __init__(self, splits: dict[str, Sequence[SegmentationItem]], image_size: int, batch_size: int,
+                 num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.splits = splits
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        generator: Optional[torch.Generator] = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            SubjectSegmentationDataset(self.splits[split], self.image_size),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

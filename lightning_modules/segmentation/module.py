@@ -1,0 +1,69 @@
+"""Training of the subject-aware segmentation U-Net (MSP A.4/A.5): pixel-wise cross-entropy."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from lightning_modules.metrics import confusion_matrix, iou_from_confusion
+from lightning_modules.segmentation.unet import ResNet34UNet
+from lightning_modules.training import check_finite
+
+
+class SubjectSegmenter(L.LightningModule):
+    def __init__(self, net: ResNet34UNet, lr: float = 1e-4):
+        super().__init__()
+        self.net = net
+        self.lr = lr
+        self.num_classes = net.config["num_classes"]
+        self._val_confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        loss = check_finite(F.cross_entropy(self(images), labels), "train_segmenter loss", self.global_step)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=images.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long, device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True, sync_dist=True,
+                 batch_size=images.shape[0])
+        self._val_confusion += confusion_matrix(logits.argmax(1), labels, self.num_classes)
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self.trainer.strategy.reduce(self._val_confusion, reduce_op="sum")
+        iou = iou_from_confusion(confusion)
+        miou = torch.nanmean(iou).item()
+        self.log("val/mIoU", 0.0 if math.isnan(miou) else miou, prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+@torch.no_grad()
+def evaluate_iou(net: ResNet34UNet, loader, device: torch.device | str = "cpu") -> dict:
+    """Per-class and mean IoU of `net` over a loader of (images, labels)."""
+    net = net.to(device).eval()
+    n = net.config["num_classes"]
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    for images, labels in loader:
+        confusion += confusion_matrix(net(images.to(device)).argmax(1).cpu(), labels, n)
+    iou = iou_from_confusion(confusion)
+    per_class = {name: (None if math.isnan(v) else round(v, 4)) for name, v in zip(net.class_names, iou.tolist())}
+    subjects = iou[1:]
+    return {
+        "mIoU": round(torch.nanmean(iou).item(), 4),
+        "subject_mIoU": round(torch.nanmean(subjects).item(), 4) if subjects.numel() else None,
+        "pixel_accuracy": round((confusion.diag().sum() / confusion.sum().clamp(min=1)).item(), 4),
+        "iou": per_class,
+    }

@@ -1,0 +1,120 @@
+"""MLflow for stages: one run per stage execution, nested under a pipeline run if any.
+
+The store is the embedded SQLite file under `paths.mlflow` unless MLFLOW_TRACKING_URI names
+another (a tracking server). A flow passes its parent run id in SUBJECTLAB_PARENT_RUN_ID.
+Only rank zero talks to MLflow: DDP relaunches of a stage never open runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import mlflow
+import numpy as np
+from mlflow.entities import Run
+from PIL import Image
+
+from tasks.config import Params
+
+PARENT_RUN_ENV = "SUBJECTLAB_PARENT_RUN_ID"
+STAGE_TAG = "subjectlab.stage"
+
+
+def embedded_uri(params: Params) -> str:
+    return f"sqlite:///{params.paths.mlflow.resolve() / 'mlflow.db'}"
+
+
+def tracking_uri(params: Params) -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(params)
+    if uri == embedded_uri(params):
+        params.paths.mlflow.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def use_experiment(params: Params) -> str:
+    """Point MLflow at our store and experiment; returns the experiment id."""
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    name = params.mlflow.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    # With the embedded store keep artifacts beside the database, not in the cwd.
+    location = None
+    if uri == embedded_uri(params):
+        location = (params.paths.mlflow.resolve() / "artifacts").as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # Another process created it between our lookup and create.
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return flat
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@contextmanager
+def stage_run(stage: str, params: Params) -> Iterator[Optional[Run]]:
+    """An MLflow run for one stage execution (None on non-zero ranks)."""
+    from tasks.stage import is_rank_zero
+
+    if not is_rank_zero():
+        yield None
+        return
+    experiment_id = use_experiment(params)
+    parent = os.environ.get(PARENT_RUN_ENV) or None
+    tags = {STAGE_TAG: stage, "subjectlab.profile": params.profile}
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent,
+                          nested=parent is not None, tags=tags) as run:
+        effective = params.effective()
+        shared = {key: effective[key] for key in ("profile", "seed", "trainer", "models")}
+        section = {stage: effective[stage]} if stage in effective else {}
+        mlflow.log_params(flatten({**shared, **section}))
+        yield run
+
+
+def log_image(image: np.ndarray | Image.Image, artifact_file: str) -> None:
+    """Log an image (HxWx3 uint8 or PIL) as a PNG artifact of the active run."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        picture.save(path)
+        parent = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if parent == "." else parent)
+
+
+def log_metrics_tree(metrics: dict[str, Any], prefix: str = "") -> None:
+    """Log a nested dict of numbers as flat MLflow metrics (`test.iou.sks_cartoon`)."""
+    flat = {}
+    for key, value in flatten(metrics, prefix).items():
+        try:
+            flat[key] = float(value)
+        except ValueError:
+            continue
+    if flat:
+        mlflow.log_metrics(flat)

@@ -1,0 +1,145 @@
+"""Stage `train_segmenter`: the subject-aware segmentation U-Net of MSP A.4 / A.5.
+
+Reads the augment manifest, trains with the shared Trainer factory (DDP by params), resumes
+from its last checkpoint when a killed run is started again, and writes the model
+(safetensors + config, `ResNet34UNet.from_pretrained`), test IoU metrics and curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from lightning_modules.segmentation import (
+    ResNet34UNet,
+    SegmentationItem,
+    SubjectSegmentationDataModule,
+    SubjectSegmentationDataset,
+    SubjectSegmenter,
+    evaluate_iou,
+)
+from lightning_modules.training import MetricsHistory
+from lightning_modules.visual import image_grid, overlay_labels
+from tasks.config import Params
+from tasks.errors import InputDataError, run_stage_main
+from tasks.outputs import atomic_outputs
+from tasks.stage import is_rank_zero, stage_params
+from tasks.tracking import log_image, log_metrics_tree, stage_run
+from tasks.trainer import build_trainer, checkpoint_dir, mlflow_logger, resume_path
+
+STAGE = "train_segmenter"
+
+
+def read_splits(augmented: Path) -> tuple[list[str], dict[str, list[SegmentationItem]], str]:
+    """(class names, items per split, manifest digest) from the augment stage's outputs."""
+    manifest, classes_file = augmented / "manifest.csv", augmented / "classes.json"
+    for path in (manifest, classes_file):
+        if not path.is_file():
+            raise InputDataError(f"{path}: missing; run the augment stage first (dvc repro augment)")
+    classes = json.loads(classes_file.read_text())
+    index = {name: i for i, name in enumerate(classes)}
+    splits: dict[str, list[SegmentationItem]] = {"train": [], "val": [], "test": []}
+    with manifest.open(newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            if row["subject"] not in index or row["split"] not in splits:
+                raise InputDataError(f"{manifest}:{line}: unknown subject {row['subject']!r} or split {row['split']!r}")
+            splits[row["split"]].append(SegmentationItem(augmented / row["image"], augmented / row["mask"],
+                                                         index[row["subject"]]))
+    for split in ("train", "val"):
+        if not splits[split]:
+            raise InputDataError(f"{manifest}: the {split} split is empty (see augment.val_count / test_count)")
+    return classes, splits, hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+
+def write_curves(history: MetricsHistory, plots: Path) -> None:
+    plots.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train_loss.csv", history.train), ("val.csv", history.val)):
+        fields = sorted({key for row in rows for key in row}, key=lambda k: (k not in ("epoch", "step"), k))
+        with (plots / name).open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields or ["step"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+@torch.no_grad()
+def prediction_grid(net: ResNet34UNet, dataset: SubjectSegmentationDataset, count: int = 8) -> np.ndarray:
+    """Test images with ground truth (top) and prediction (bottom) overlays."""
+    net.eval()
+    picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int)
+    top, bottom = [], []
+    for i in picks:
+        image, labels = dataset[int(i)]
+        pixels = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        pred = net(image[None]).argmax(1)[0].numpy()
+        top.append(overlay_labels(pixels, labels.numpy()))
+        bottom.append(overlay_labels(pixels, pred))
+    return image_grid(top + bottom, columns=len(picks))
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = stage_params(STAGE, argv)
+    cfg = params.train_segmenter
+    augmented = params.paths.data / "augmented"
+    classes, splits, manifest_digest = read_splits(augmented)
+    image_size = params.augment.canvas_size
+
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    net = ResNet34UNet(len(classes), cfg.decoder_channels, class_names=classes)
+    if params.models.segmenter_encoder_weights is not None:
+        try:
+            net.load_encoder_weights(params.models.segmenter_encoder_weights)
+        except (KeyError, RuntimeError, OSError) as err:
+            raise InputDataError(f"models.segmenter_encoder_weights: {err}") from None
+    module = SubjectSegmenter(net, lr=cfg.lr)
+    data = SubjectSegmentationDataModule(splits, image_size, cfg.batch_size, params.trainer.num_workers, params.seed)
+    checkpoints = checkpoint_dir(params, STAGE, {"manifest": manifest_digest,
+                                                 "encoder": str(params.models.segmenter_encoder_weights)})
+    resume = resume_path(checkpoints)
+    history = MetricsHistory(every_n_steps=params.trainer.log_every_n_steps)
+
+    def fit(logger) -> L.Trainer:
+        trainer = build_trainer(params, checkpoints=checkpoints, max_epochs=cfg.max_epochs, logger=logger,
+                                callbacks=[history], limit_train_batches=cfg.limit_train_batches,
+                                limit_val_batches=cfg.limit_val_batches)
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+        return trainer
+
+    if not is_rank_zero():  # a DDP worker: train, leave outputs and tracking to rank zero
+        fit(logger=False)
+        return
+
+    if resume is not None:
+        print(f"Resuming {STAGE} from {resume}", flush=True)
+    model_dir = params.paths.data / "models" / "segmenter"
+    targets = (model_dir, params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
+    with stage_run(STAGE, params) as run, atomic_outputs(*targets) as (tmp_model, tmp_metrics, tmp_plots):
+        mlflow.set_tag("subjectlab.resumed_from", str(resume) if resume else "")
+        trainer = fit(mlflow_logger(params, run))
+        test_set = SubjectSegmentationDataset(splits["test"] or splits["val"], image_size)
+        metrics = {
+            "test": evaluate_iou(net, DataLoader(test_set, batch_size=cfg.batch_size)),
+            "global_step": trainer.global_step,
+            "epochs": trainer.current_epoch,
+        }
+        net.cpu().save_pretrained(tmp_model)
+        tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_curves(history, tmp_plots)
+        grid = prediction_grid(net, test_set)
+        Image.fromarray(grid).save(tmp_plots / "predictions.png")
+        log_image(grid, "segmenter/predictions.png")
+        log_metrics_tree({"test": metrics["test"]})
+        mlflow.log_artifacts(str(tmp_model), artifact_path="segmenter")
+        mlflow.log_artifacts(str(tmp_plots), artifact_path="segmenter/plots")
+
+
+if __name__ == "__main__":
+    run_stage_main(main)

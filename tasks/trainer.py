@@ -1,0 +1,76 @@
+"""The one Trainer factory: every training stage gets its hardware from params.trainer.
+
+Switching a stage from this CPU to 8 GPUs x 2 nodes changes only params (accelerator,
+devices, strategy, precision, num_nodes); the stage code stays as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, MLFlowLogger
+from mlflow.entities import Run
+
+from tasks.config import Params
+from tasks.tracking import tracking_uri
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def checkpoint_dir(params: Params, stage: str, inputs: dict[str, Any]) -> Path:
+    """Where a stage keeps resumable state: keyed by everything that shapes the run, so a
+    killed run resumes only with the same params and data, never with changed ones."""
+    key = json.dumps({"seed": params.seed, "stage": params.effective().get(stage), **inputs},
+                     sort_keys=True, default=str)
+    return params.paths.checkpoints / stage / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def resume_path(directory: Path) -> Optional[Path]:
+    last = directory / LAST_CHECKPOINT
+    return last if last.is_file() else None
+
+
+def mlflow_logger(params: Params, run: Optional[Run]) -> Union[MLFlowLogger, bool]:
+    """Lightning logs into the stage's own MLflow run; other ranks log nothing."""
+    if run is None:
+        return False
+    return MLFlowLogger(experiment_name=params.mlflow.experiment, tracking_uri=tracking_uri(params),
+                        run_id=run.info.run_id, log_model=False)
+
+
+def build_trainer(
+    params: Params,
+    *,
+    checkpoints: Path,
+    max_epochs: int,
+    logger: Union[Logger, bool],
+    callbacks: Sequence[L.Callback] = (),
+    limit_train_batches: Union[int, float] = 1.0,
+    limit_val_batches: Union[int, float] = 1.0,
+) -> L.Trainer:
+    cfg = params.trainer
+    checkpointing = ModelCheckpoint(dirpath=checkpoints, filename="step{step:06d}", save_last=True,
+                                    every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=1,
+                                    auto_insert_metric_name=False)
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        num_nodes=cfg.num_nodes,
+        max_epochs=max_epochs,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_val_batches,
+        log_every_n_steps=cfg.log_every_n_steps,
+        deterministic=cfg.deterministic,
+        logger=logger,
+        callbacks=[checkpointing, *callbacks],
+        default_root_dir=checkpoints,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
