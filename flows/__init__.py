@@ -1,0 +1,1 @@
+"""Prefect flows: when and in what order the DVC stages run."""

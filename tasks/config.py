@@ -175,7 +175,7 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any], where: str) -> dict[st
     for key, value in overlay.items():
         path = f"{where}.{key}"
         if key not in merged:
-            raise ParamsError(f"{DEFAULT_PARAMS_FILE}: unknown key {path} (not in the base sections)")
+            raise ParamsError(f"unknown key {path} (not in the base sections)")
         if isinstance(value, dict) and isinstance(merged[key], dict):
             merged[key] = _merge(merged[key], value, path)
         else:
@@ -205,15 +205,21 @@ def resolve(raw: dict[str, Any], source: str = DEFAULT_PARAMS_FILE) -> Params:
         known = ", ".join(sorted(profiles)) or "none"
         raise ParamsError(f"{source}: profile: unknown profile {profile!r} (known: {known})")
     overlay = profiles.get(profile) or {}
-    if not isinstance(overlay, dict):
-        raise ParamsError(f"{source}: profiles.{profile}: expected a mapping")
     base = {key: value for key, value in raw.items() if key != "profiles"}
     # Sections the file leaves out take their defaults, so overlays may still name them.
     defaults = Params().model_dump(mode="python")
     defaults.pop("profiles")
     for key, value in defaults.items():
         base.setdefault(key, value)
-    merged = _merge(base, overlay, f"profiles.{profile}")
+    for name, other in profiles.items():  # a typo in any profile is caught, active or not
+        other = other or {}
+        if not isinstance(other, dict):
+            raise ParamsError(f"{source}: profiles.{name}: expected a mapping")
+        try:
+            _merge(base, other, f"profiles.{name}")
+        except ParamsError as err:
+            raise ParamsError(f"{source}: {err}") from None
+    merged = _merge(base, overlay, f"profiles.{profile}")  # validated just above
     merged["profiles"] = profiles
     try:
         return Params.model_validate(merged)

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Optional
 
 import mlflow
 import numpy as np
+from mlflow import MlflowClient
 from mlflow.entities import Run
 from PIL import Image
 
@@ -26,34 +27,41 @@ PARENT_RUN_ENV = "SUBJECTLAB_PARENT_RUN_ID"
 STAGE_TAG = "subjectlab.stage"
 
 
-def embedded_uri(params: Params) -> str:
-    return f"sqlite:///{params.paths.mlflow.resolve() / 'mlflow.db'}"
+def embedded_uri(params: Params, root: Path = Path(".")) -> str:
+    """The SQLite store under paths.mlflow of the workspace at `root`."""
+    return f"sqlite:///{(root / params.paths.mlflow).resolve() / 'mlflow.db'}"
 
 
-def tracking_uri(params: Params) -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(params)
-    if uri == embedded_uri(params):
-        params.paths.mlflow.mkdir(parents=True, exist_ok=True)
+def tracking_uri(params: Params, root: Path = Path(".")) -> str:
+    """MLFLOW_TRACKING_URI when set (a server), else the embedded store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or embedded_uri(params, root)
+    if uri == embedded_uri(params, root):
+        (root / params.paths.mlflow).mkdir(parents=True, exist_ok=True)
     return uri
 
 
-def use_experiment(params: Params) -> str:
-    """Point MLflow at our store and experiment; returns the experiment id."""
-    uri = tracking_uri(params)
-    mlflow.set_tracking_uri(uri)
+def experiment_id(client: MlflowClient, params: Params, root: Path = Path(".")) -> str:
+    """The id of params.mlflow.experiment in the client's store, created on first use."""
     name = params.mlflow.experiment
-    experiment = mlflow.get_experiment_by_name(name)
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     # With the embedded store keep artifacts beside the database, not in the cwd.
     location = None
-    if uri == embedded_uri(params):
-        location = (params.paths.mlflow.resolve() / "artifacts").as_uri()
+    if client.tracking_uri == embedded_uri(params, root):
+        location = ((root / params.paths.mlflow).resolve() / "artifacts").as_uri()
     try:
-        return mlflow.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location)
     except mlflow.exceptions.MlflowException:
         # Another process created it between our lookup and create.
-        return mlflow.get_experiment_by_name(name).experiment_id
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def use_experiment(params: Params) -> str:
+    """Point the fluent MLflow API of this (stage) process at our store and experiment."""
+    uri = tracking_uri(params)
+    mlflow.set_tracking_uri(uri)
+    return experiment_id(MlflowClient(uri), params)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -67,9 +75,9 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def git_commit() -> Optional[str]:
+def git_commit(cwd: Path = Path(".")) -> Optional[str]:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip() or None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -73,6 +74,7 @@ def write_curves(history: MetricsHistory, plots: Path) -> None:
 @torch.no_grad()
 def prediction_grid(net: ResNet34UNet, dataset: SubjectSegmentationDataset, count: int = 8) -> np.ndarray:
     """Test images with ground truth (top) and prediction (bottom) overlays."""
+    was_training = net.training
     net.eval()
     picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int)
     top, bottom = [], []
@@ -82,6 +84,7 @@ def prediction_grid(net: ResNet34UNet, dataset: SubjectSegmentationDataset, coun
         pred = net(image[None]).argmax(1)[0].numpy()
         top.append(overlay_labels(pixels, labels.numpy()))
         bottom.append(overlay_labels(pixels, pred))
+    net.train(was_training)
     return image_grid(top + bottom, columns=len(picks))
 
 
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         log_metrics_tree({"test": metrics["test"]})
         mlflow.log_artifacts(str(tmp_model), artifact_path="segmenter")
         mlflow.log_artifacts(str(tmp_plots), artifact_path="segmenter/plots")
+    # Published: the resumable state has served its purpose (a forced rerun trains afresh).
+    shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 if __name__ == "__main__":

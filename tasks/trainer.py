@@ -54,8 +54,9 @@ def build_trainer(
     limit_val_batches: Union[int, float] = 1.0,
 ) -> L.Trainer:
     cfg = params.trainer
+    # Only last.ckpt: a resume needs nothing older, and full optimizer state is large.
     checkpointing = ModelCheckpoint(dirpath=checkpoints, filename="step{step:06d}", save_last=True,
-                                    every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=1,
+                                    every_n_train_steps=cfg.checkpoint_every_n_steps, save_top_k=0,
                                     auto_insert_metric_name=False)
     return L.Trainer(
         accelerator=cfg.accelerator,

@@ -53,11 +53,13 @@ class SubjectSegmenter(L.LightningModule):
 @torch.no_grad()
 def evaluate_iou(net: ResNet34UNet, loader, device: torch.device | str = "cpu") -> dict:
     """Per-class and mean IoU of `net` over a loader of (images, labels)."""
+    was_training = net.training
     net = net.to(device).eval()
     n = net.config["num_classes"]
     confusion = torch.zeros(n, n, dtype=torch.long)
     for images, labels in loader:
         confusion += confusion_matrix(net(images.to(device)).argmax(1).cpu(), labels, n)
+    net.train(was_training)  # Lightning keeps the mode it finds: leave it as it was
     iou = iou_from_confusion(confusion)
     per_class = {name: (None if math.isnan(v) else round(v, 4)) for name, v in zip(net.class_names, iou.tolist())}
     subjects = iou[1:]

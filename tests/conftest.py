@@ -1,0 +1,103 @@
+"""Shared fixtures: real workspaces (git + DVC) running the smoke profile in temp dirs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ("tasks", "lightning_modules", "flows", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+        "pyproject.toml")
+
+for name, value in {"DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}.items():
+    os.environ.setdefault(name, value)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("SUBJECTLAB_PARENT_RUN_ID", None)
+
+
+def stage_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def run(command: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=stage_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def python_stage(stage: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", f"tasks.{stage}", *args], cwd, check=check)
+
+
+def set_params(path: Path, **replacements: str) -> None:
+    """Rewrite top-level scalar keys of a params file (e.g. profile: smoke)."""
+    text = path.read_text()
+    for key, value in replacements.items():
+        text, n = re.subn(rf"^{key}: .*$", f"{key}: {value}", text, flags=re.M)
+        assert n == 1, key
+    path.write_text(text)
+
+
+def make_workspace(path: Path, profile: str = "smoke", git: bool = True) -> Path:
+    """A copy of the project as a user would have it: code, dvc.yaml, params.yaml, git + DVC."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in CODE:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, path / name)
+    set_params(path / "params.yaml", profile=profile)
+    if git:
+        run(["git", "init", "-q"], path)
+        run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], path)
+        run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], path)
+    return path
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd, check=check)
+
+
+@pytest.fixture(scope="session")
+def smoke_repo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The smoke profile reproduced once with `dvc repro` in a fresh git + DVC workspace."""
+    workspace = make_workspace(tmp_path_factory.mktemp("smoke") / "ws")
+    return workspace, dvc(workspace, "repro")
+
+
+@pytest.fixture()
+def augmented_copy(smoke_repo, tmp_path) -> Path:
+    """A plain workspace holding the smoke run's augmented data, for training-only tests."""
+    workspace, _ = smoke_repo
+    target = make_workspace(tmp_path / "ws", git=False)
+    shutil.copytree(workspace / "data" / "augmented", target / "data" / "augmented")
+    return target
+
+
+@pytest.fixture()
+def in_process(monkeypatch):
+    """Run a stage's main() inside the test process, in a workspace (skips the import cost of
+    a fresh interpreter). MLflow's global tracking URI does not leak into later tests."""
+
+    def run_stage(stage: str, workspace: Path, *args: str) -> None:
+        import importlib
+
+        from tasks.errors import run_stage_main
+
+        monkeypatch.chdir(workspace)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        run_stage_main(importlib.import_module(f"tasks.{stage}").main, list(args))
+
+    return run_stage

@@ -1,0 +1,87 @@
+"""The Prefect pipeline flow on a real (test) Prefect server: a task per stage, nested runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from mlflow import MlflowClient
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.sorting import TaskRunSort
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.dag import stage_order
+from flows.pipeline import pipeline
+from flows.serve import build_deployment
+from tests.conftest import make_workspace
+
+pytestmark = pytest.mark.slow
+STAGES = ["synthesize", "augment", "train_segmenter"]
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    with prefect_test_harness(server_startup_timeout=300):
+        yield
+
+
+def test_stage_order_comes_from_dvc_yaml(tmp_path):
+    assert stage_order(make_workspace(tmp_path / "ws", git=True)) == STAGES
+
+
+async def task_runs_of(flow_run_id) -> list:
+    async with get_client() as client:
+        return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                                           sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50)
+
+
+def test_pipeline_flow_runs_a_task_per_stage_with_nested_mlflow_runs(prefect_server, tmp_path):
+    workspace = make_workspace(tmp_path / "ws")
+    state = pipeline(workspace=str(workspace), return_state=True)
+    assert state.is_completed()
+    assert state.result() == {stage: True for stage in STAGES}
+
+    task_runs = asyncio.run(task_runs_of(state.state_details.flow_run_id))
+    assert sorted(t.name for t in task_runs) == sorted(STAGES)
+    assert all(t.state.is_completed() for t in task_runs)
+
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("subjectlab")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags["subjectlab.stage"] == "pipeline"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["subjectlab.stage"] for r in children) == sorted(STAGES)
+
+    # a second flow run finds everything up to date and reruns nothing
+    again = pipeline(workspace=str(workspace), return_state=True)
+    assert again.result() == {stage: False for stage in STAGES}
+
+
+def test_failing_stage_fails_the_flow_and_its_parent_run(prefect_server, tmp_path):
+    workspace = make_workspace(tmp_path / "ws")
+    # train_segmenter alone in a fresh workspace: its input (the augmented data) is missing
+    state = pipeline(workspace=str(workspace), stages=["train_segmenter"], return_state=True)
+    assert state.is_failed()
+    assert "stage train_segmenter failed" in str(state.message) + repr(state.data)
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}")
+    (parent,) = client.search_runs([client.get_experiment_by_name("subjectlab").experiment_id])
+    assert parent.info.status == "FAILED"
+    assert not (workspace / "data" / "models" / "segmenter").exists()
+
+
+def test_serve_deployment_carries_the_cron_schedule(prefect_server, tmp_path):
+    workspace = make_workspace(tmp_path / "ws", git=False)
+    deployment = build_deployment(workspace)
+    deployment_id = deployment.apply()
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_deployment(deployment_id)
+
+    stored = asyncio.run(read())
+    assert stored.name == "scheduled"
+    assert stored.parameters == {"workspace": str(workspace.resolve())}
+    assert [s.schedule.cron for s in stored.schedules] == ["0 3 * * *"]
