@@ -62,7 +62,7 @@ class TrainerConfig(Section):
     num_nodes: PositiveInt = 1
     num_workers: NonNegativeInt = 0
     log_every_n_steps: PositiveInt = 10
-    checkpoint_every_n_steps: PositiveInt = 50
+    checkpoint_every_n_steps: PositiveInt = 100
     # "warn": deterministic where the backend allows it (some CUDA kernels do not).
     deterministic: Union[bool, Literal["warn"]] = "warn"
 

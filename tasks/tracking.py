@@ -91,6 +91,18 @@ def stage_run(stage: str, params: Params) -> Iterator[Optional[Run]]:
     if not is_rank_zero():
         yield None
         return
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that when the stage ends
+    # so that a stage called in-process (a notebook, a test) leaves no global behind.
+    previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _stage_run(stage, params) as run:
+            yield run
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+
+
+@contextmanager
+def _stage_run(stage: str, params: Params) -> Iterator[Run]:
     experiment_id = use_experiment(params)
     parent = os.environ.get(PARENT_RUN_ENV) or None
     tags = {STAGE_TAG: stage, "subjectlab.profile": params.profile}

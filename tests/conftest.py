@@ -98,6 +98,10 @@ def in_process(monkeypatch):
 
         monkeypatch.chdir(workspace)
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        run_stage_main(importlib.import_module(f"tasks.{stage}").main, list(args))
+        try:
+            run_stage_main(importlib.import_module(f"tasks.{stage}").main, list(args))
+        finally:
+            # a stage must not leave MLflow pointed at its workspace for what runs next
+            assert "MLFLOW_TRACKING_URI" not in os.environ
 
     return run_stage

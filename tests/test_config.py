@@ -87,3 +87,13 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
     assert len(lines) == 1 and "synthesize.image_size: Input should be greater than or equal to 48" in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
+    from tasks.cli import main, stages
+
+    assert stages() == ["augment", "synthesize", "train_segmenter"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synthesise"])
+    assert exit_info.value.code == 2
+    assert "usage: subjectlab {augment,synthesize,train_segmenter}" in capsys.readouterr().err
