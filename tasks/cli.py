@@ -9,7 +9,9 @@ import sys
 import tasks
 from tasks.errors import USER_ERROR_EXIT_CODE, run_stage_main
 
-_NOT_STAGES = {"cli", "config", "errors", "outputs", "stage", "subjects_folder", "tracking", "trainer"}
+# Helpers that live beside the stage modules but are not stages themselves.
+_NOT_STAGES = {"cli", "config", "curves", "errors", "outputs", "reid_folder", "reid_setup", "stage",
+               "subjects_folder", "tracking", "trainer"}
 
 
 def stages() -> list[str]:

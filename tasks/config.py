@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +22,7 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from tasks.errors import ParamsError
@@ -67,14 +69,30 @@ class TrainerConfig(Section):
     deterministic: Union[bool, Literal["warn"]] = "warn"
 
 
+OSNET_VARIANTS = Literal["osnet_x1_0", "osnet_x0_75", "osnet_x0_5", "osnet_x0_25", "osnet_ibn_x1_0",
+                         "osnet_ain_x1_0", "osnet_ain_x0_75", "osnet_ain_x0_5", "osnet_ain_x0_25"]
+
+
 class ModelsConfig(Section):
     segmenter_encoder_weights: Optional[Path] = None
+    reid_backbone: OSNET_VARIANTS = "osnet_x0_25"
+    reid_backbone_weights: Optional[Path] = None
+    # clean: SynthWorld's clean face renders (an oracle restorer); bicubic: no restoration;
+    # or the path of a TorchScript face-restoration model (e.g. an exported GPEN).
+    face_restorer: str = "clean"
 
-    @field_validator("segmenter_encoder_weights")
+    @field_validator("segmenter_encoder_weights", "reid_backbone_weights")
     @classmethod
     def _weights_exist(cls, value: Optional[Path]) -> Optional[Path]:
         if value is not None and not value.is_file():
             raise ValueError(f"file not found: {value}")
+        return value
+
+    @field_validator("face_restorer")
+    @classmethod
+    def _restorer(cls, value: str) -> str:
+        if value not in ("clean", "bicubic") and not Path(value).is_file():
+            raise ValueError("expected clean, bicubic or the path of a TorchScript restorer (file not found)")
         return value
 
 
@@ -96,6 +114,21 @@ class SynthesizeConfig(Section):
     image_size: int = Field(256, ge=48, le=2048)
     num_scenes: PositiveInt = 100
     scene_size: int = Field(256, ge=32, le=4096)
+
+
+class SynthesizePersonsConfig(Section):
+    """SynthWorld persons: cloth-changing identities for DeSKPro (PRCC / Celeb-reID-light protocols)."""
+
+    num_train_ids: PositiveInt = 100
+    num_test_ids: PositiveInt = 100
+    train_outfits: int = Field(3, ge=2)        # outfits per training identity
+    cameras: int = Field(3, ge=3)              # camera views per outfit (train); PRCC needs A, B, C
+    prcc_images_per_camera: PositiveInt = 2
+    celeb_outfits: int = Field(4, ge=2)        # Celeb-reID-light: every image in different clothes
+    render_height: int = Field(256, ge=64, le=1024)
+    render_width: int = Field(128, ge=32, le=512)
+    degrade_factor: int = Field(4, ge=1, le=16)  # surveillance images are render size / factor
+    face_size: int = Field(32, ge=8, le=256)     # the clean (restored) face crop the teacher sees
 
 
 class AugmentConfig(Section):
@@ -150,6 +183,96 @@ class TrainSegmenterConfig(Section):
         return value
 
 
+def _fraction_or_count(value: Union[int, float]) -> Union[int, float]:
+    if isinstance(value, float) and not 0.0 < value <= 1.0:
+        raise ValueError("expected a fraction in (0, 1] or a whole number of batches")
+    return value
+
+
+# A fraction of the batches of an epoch, or a whole number of them.
+BatchLimit = Annotated[Union[PositiveInt, float], AfterValidator(_fraction_or_count)]
+
+
+class ReidConfig(Section):
+    """Shared by the DeSKPro stages: data, input sizes, batches, optimisation, eq. 3-7 constants."""
+
+    dataset_dir: Path = Path("data/persons")   # a Market-1501-style folder (see README)
+    image_size: tuple[PositiveInt, PositiveInt] = (128, 64)   # height, width
+    face_size: int = Field(32, ge=8, le=256)
+    embedding_dim: PositiveInt = 128
+    identities_per_batch: int = Field(16, ge=2)   # P
+    images_per_identity: int = Field(4, ge=2)     # K
+    lr: PositiveFloat = 6e-4
+    weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    triplet_margin: PositiveFloat = 0.3
+    # Section 3.1: epsilon 0.1, lambda 7; tau 5 and alpha 0.7 for Celeb-reID(-light),
+    # tau 1 and alpha 0.8 for PRCC.
+    cloth_mask_epsilon: float = Field(0.1, ge=0, le=1)
+    attention_loss_weight: float = Field(7.0, ge=0)
+    temperature: PositiveFloat = 5.0
+    alpha: float = Field(0.7, ge=0, le=1)
+
+
+class Variant(Section):
+    """A row of DeSKPro's Table 3."""
+
+    global_stream: bool = True
+    csa: bool = True
+    attention_loss: bool = True
+    face_stream: Literal["none", "student", "teacher"] = "student"
+    knowledge_propagation: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Variant":
+        if self.csa and not self.global_stream:
+            raise ValueError("csa needs global_stream: true")
+        if self.attention_loss and not self.csa:
+            raise ValueError("attention_loss supervises the CSA attention: it needs csa: true")
+        if self.knowledge_propagation and self.face_stream != "student":
+            raise ValueError("knowledge_propagation trains a student: it needs face_stream: student")
+        if not self.global_stream and self.face_stream == "none":
+            raise ValueError("needs global_stream: true or a face_stream")
+        return self
+
+    @property
+    def trains_something(self) -> bool:
+        """False for the teacher alone (Table 3, model 6): it was trained by its own stage."""
+        return self.global_stream or self.face_stream == "student"
+
+
+class TrainReidTeacherConfig(Section):
+    max_epochs: PositiveInt = 30
+    limit_train_batches: BatchLimit = 1.0
+
+
+class TrainReidConfig(Section):
+    variant: Variant = Variant()
+    max_epochs: PositiveInt = 30
+    limit_train_batches: BatchLimit = 1.0
+
+
+class EvaluateReidConfig(Section):
+    max_rank: PositiveInt = 50
+    batch_size: PositiveInt = 64
+    retrieval_queries: PositiveInt = 6    # rows of the retrieval picture per protocol
+    attention_images: PositiveInt = 4     # images in the Fig. 3 attention picture
+
+
+class ReidAblationConfig(Section):
+    max_epochs: PositiveInt = 30
+    limit_train_batches: BatchLimit = 1.0
+    rows: dict[str, Variant] = {}
+
+    @field_validator("rows")
+    @classmethod
+    def _names(cls, value: dict[str, Variant]) -> dict[str, Variant]:
+        for name in value:
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"row name {name!r}: use letters, digits and underscores")
+        return value
+
+
 class Params(Section):
     profile: str = "default"
     seed: NonNegativeInt = 0
@@ -159,8 +282,14 @@ class Params(Section):
     models: ModelsConfig = ModelsConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     synthesize: SynthesizeConfig = SynthesizeConfig()
+    synthesize_persons: SynthesizePersonsConfig = SynthesizePersonsConfig()
     augment: AugmentConfig = AugmentConfig()
     train_segmenter: TrainSegmenterConfig = TrainSegmenterConfig()
+    reid: ReidConfig = ReidConfig()
+    train_reid_teacher: TrainReidTeacherConfig = TrainReidTeacherConfig()
+    train_reid: TrainReidConfig = TrainReidConfig()
+    evaluate_reid: EvaluateReidConfig = EvaluateReidConfig()
+    reid_ablation: ReidAblationConfig = ReidAblationConfig()
     profiles: dict[str, dict[str, Any]] = {}
 
     def effective(self) -> dict[str, Any]:

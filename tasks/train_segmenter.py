@@ -30,7 +30,7 @@ from lightning_modules.segmentation import (
 )
 from lightning_modules.training import MetricsHistory
 from lightning_modules.visual import image_grid, overlay_labels
-from tasks.config import Params
+from tasks.curves import write_curves
 from tasks.errors import InputDataError, run_stage_main
 from tasks.outputs import atomic_outputs
 from tasks.stage import is_rank_zero, stage_params
@@ -59,16 +59,6 @@ def read_splits(augmented: Path) -> tuple[list[str], dict[str, list[Segmentation
         if not splits[split]:
             raise InputDataError(f"{manifest}: the {split} split is empty (see augment.val_count / test_count)")
     return classes, splits, hashlib.sha256(manifest.read_bytes()).hexdigest()
-
-
-def write_curves(history: MetricsHistory, plots: Path) -> None:
-    plots.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("train_loss.csv", history.train), ("val.csv", history.val)):
-        fields = sorted({key for row in rows for key in row}, key=lambda k: (k not in ("epoch", "step"), k))
-        with (plots / name).open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields or ["step"])
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 @torch.no_grad()

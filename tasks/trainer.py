@@ -52,6 +52,7 @@ def build_trainer(
     callbacks: Sequence[L.Callback] = (),
     limit_train_batches: Union[int, float] = 1.0,
     limit_val_batches: Union[int, float] = 1.0,
+    use_distributed_sampler: bool = True,
 ) -> L.Trainer:
     cfg = params.trainer
     # Only last.ckpt: a resume needs nothing older, and full optimizer state is large.
@@ -74,4 +75,6 @@ def build_trainer(
         default_root_dir=checkpoints,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        # False for loaders whose batch sampler already deals each rank its share (P x K).
+        use_distributed_sampler=use_distributed_sampler,
     )

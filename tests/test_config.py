@@ -53,6 +53,13 @@ def test_paper_split_is_the_default():
         ("schedule.cron", "every day", "schedule.cron: expected a 5-field cron expression"),
         ("models.segmenter_encoder_weights", "/nonexistent/resnet34.safetensors", "file not found"),
         ("profile", "turbo", "profile: unknown profile 'turbo'"),
+        ("train_reid.variant.global_stream", False, "train_reid.variant: csa needs global_stream: true"),
+        ("reid_ablation.rows.deskpro.knowledge_propagation", "yes please",
+         "reid_ablation.rows.deskpro.knowledge_propagation: Input should be a valid boolean"),
+        ("reid.image_size", [128], "missing key reid.image_size.1"),
+        ("models.reid_backbone", "resnet50", "models.reid_backbone: Input should be 'osnet_x1_0'"),
+        ("models.face_restorer", "gpen.pt", "models.face_restorer: expected clean, bicubic or the path"),
+        ("reid.alpha", 1.5, "reid.alpha: Input should be less than or equal to 1"),
     ],
 )
 def test_bad_values_name_the_key(path, value, expected):
@@ -92,8 +99,9 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
 def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
     from tasks.cli import main, stages
 
-    assert stages() == ["augment", "synthesize", "train_segmenter"]
+    assert stages() == ["augment", "evaluate_reid", "reid_ablation", "reid_ablation_report", "synthesize",
+                        "synthesize_persons", "train_reid", "train_reid_teacher", "train_segmenter"]
     with pytest.raises(SystemExit) as exit_info:
         main(["synthesise"])
     assert exit_info.value.code == 2
-    assert "usage: subjectlab {augment,synthesize,train_segmenter}" in capsys.readouterr().err
+    assert "usage: subjectlab {augment,evaluate_reid," in capsys.readouterr().err

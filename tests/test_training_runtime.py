@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import python_stage, stage_env
+from tests.conftest import kill_at_first_checkpoint, python_stage
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +40,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(augmented_copy):
     params = write_params(augmented_copy, max_epochs=3, limit_train_batches=4)
     params["profiles"]["smoke"]["trainer"].update(checkpoint_every_n_steps=4, log_every_n_steps=1)
     (augmented_copy / "resume.yaml").write_text(yaml.safe_dump(params))
-    command = [sys.executable, "-m", "tasks.train_segmenter", "--params", "resume.yaml"]
-    process = subprocess.Popen(command, cwd=augmented_copy, env=stage_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    last = kill_at_first_checkpoint("train_segmenter", augmented_copy, "resume.yaml")
     checkpoints = augmented_copy / "checkpoints" / "train_segmenter"
-    deadline = time.time() + 600
-    while not list(checkpoints.glob("*/last.ckpt")) and process.poll() is None:
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    (last,) = checkpoints.glob("*/last.ckpt")
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 4 <= killed_at < 12
     # the killed run published nothing

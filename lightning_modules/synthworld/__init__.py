@@ -1,7 +1,24 @@
-"""SynthWorld: a deterministic procedural world of subjects and scenes with exact masks."""
+"""SynthWorld: a deterministic procedural world of subjects, scenes and persons with exact masks."""
 
+from lightning_modules.synthworld.person_protocols import PROTOCOLS, PlannedImage, outfits_needed, plan_persons
+from lightning_modules.synthworld.person_render import PersonRender, render_person
+from lightning_modules.synthworld.persons import (
+    CLOTH_CLASSES,
+    FACE_CLASS,
+    PARSING_CLASSES,
+    Identity,
+    Outfit,
+    Shot,
+    identity_catalogue,
+    outfits_of,
+    shot_for,
+)
 from lightning_modules.synthworld.scenes import Scene, render_scene, scene_catalogue
 from lightning_modules.synthworld.subjects import SubjectSpec, View, render_subject, subject_catalogue, view_for
+from lightning_modules.synthworld.surveillance import SurveillanceImage, face_crop, restored_face, surveillance_view
 
-__all__ = ["Scene", "SubjectSpec", "View", "render_scene", "render_subject", "scene_catalogue",
-           "subject_catalogue", "view_for"]
+__all__ = ["CLOTH_CLASSES", "FACE_CLASS", "Identity", "Outfit", "PARSING_CLASSES", "PROTOCOLS", "PersonRender",
+           "PlannedImage", "Scene", "Shot", "SubjectSpec", "SurveillanceImage", "View", "face_crop",
+           "identity_catalogue", "outfits_needed", "outfits_of", "plan_persons", "render_person", "render_scene",
+           "render_subject", "restored_face", "scene_catalogue", "shot_for", "subject_catalogue",
+           "surveillance_view", "view_for"]

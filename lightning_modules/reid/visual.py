@@ -1,0 +1,72 @@
+"""Pictures for DeSKPro: retrieval rows and the attention maps of the paper's Fig. 3."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+
+from lightning_modules.visual import image_grid
+
+CORRECT, WRONG, QUERY = (40, 200, 60), (220, 40, 40), (60, 90, 230)
+
+
+def _as_uint8(image: torch.Tensor) -> np.ndarray:
+    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def _framed(image: np.ndarray, color: tuple[int, int, int], width: int = 3) -> np.ndarray:
+    framed = image.copy()
+    framed[:width], framed[-width:], framed[:, :width], framed[:, -width:] = color, color, color, color
+    return framed
+
+
+def retrieval_rows(query_images: Sequence[torch.Tensor], gallery_images: Sequence[torch.Tensor],
+                   distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+                   g_camids: np.ndarray, query_indices: Sequence[int], top: int = 10) -> np.ndarray:
+    """One row per query: the query (blue frame), then its top gallery matches, green when the
+    identity is right, red when not. Same-identity same-camera gallery images are left out,
+    as the evaluation leaves them out."""
+    tiles = []
+    for q in query_indices:
+        order = np.argsort(distmat[q], kind="stable")
+        keep = ~((g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q]))
+        query_tile = _framed(_as_uint8(query_images[q]), QUERY)
+        shown = order[keep][:top]
+        tiles.append(query_tile)
+        for g in shown:
+            tiles.append(_framed(_as_uint8(gallery_images[g]), CORRECT if g_pids[g] == q_pids[q] else WRONG))
+        tiles.extend(np.full_like(query_tile, 255) for _ in range(top - len(shown)))  # small galleries
+    return image_grid(tiles, columns=top + 1)
+
+
+def heatmap(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map scaled to [0, 1] per map, colored and resized to (H, W) for display."""
+    v = values.float()
+    v = (v - v.min()) / (v.max() - v.min()).clamp(min=1e-8)
+    colored = (colormaps["jet"](v.numpy())[..., :3] * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(colored).resize((size[1], size[0]), Image.NEAREST))
+
+
+def attention_panels(images: torch.Tensor, attention: torch.Tensor, feature_map: torch.Tensor,
+                     attended: torch.Tensor) -> np.ndarray:
+    """Fig. 3: per image, the image, the CSA attention Psi_hat, and the feature maps F and F_att
+    (channel-mean activation) - cloth regions should fade from F to F_att."""
+    size = tuple(images.shape[-2:])
+    tiles = []
+    for i in range(images.shape[0]):
+        picture = _as_uint8(images[i])
+        tiles += [picture,
+                  # attention on its own absolute scale (0..1): low where clothes are
+                  (0.5 * picture + 0.5 * _absolute(attention[i, 0], size)).astype(np.uint8),
+                  heatmap(feature_map[i].abs().mean(0), size),
+                  heatmap(attended[i].abs().mean(0), size)]
+    return image_grid(tiles, columns=8 if len(tiles) >= 8 else len(tiles))
+
+
+def _absolute(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    colored = (colormaps["jet"](values.float().clamp(0, 1).numpy())[..., :3] * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(colored).resize((size[1], size[0]), Image.NEAREST))

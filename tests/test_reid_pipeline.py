@@ -1,0 +1,185 @@
+"""DeSKPro's stages as they really run: the smoke `dvc repro`, torchreid-equal evaluation,
+DDP on CPU with 2 processes, kill and resume, the restorer choices and the ablation matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from flows.dag import stage_order
+from tasks.config import load_params
+from tests.conftest import dvc, kill_at_first_checkpoint, make_workspace, python_stage
+
+pytestmark = pytest.mark.slow
+
+PROTOCOLS = {"prcc_cross", "prcc_same", "celeb_light"}
+
+
+def runs_by_stage(workspace) -> dict[str, list]:
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("subjectlab").experiment_id])
+    grouped: dict[str, list] = {}
+    for run in runs:
+        grouped.setdefault(run.data.tags["subjectlab.stage"], []).append(run)
+    return grouped
+
+
+def test_reid_stages_run_in_the_smoke_repro(smoke_repo):
+    workspace, result = smoke_repo
+    for stage in ("synthesize_persons", "train_reid_teacher", "train_reid", "evaluate_reid",
+                  "reid_ablation@baseline", "reid_ablation@deskpro_star", "reid_ablation_report"):
+        assert f"Running stage '{stage}'" in result.stdout
+    report = json.loads((workspace / "metrics" / "evaluate_reid.json").read_text())
+    assert set(report) == PROTOCOLS
+    for values in report.values():
+        assert {"rank1", "rank5", "rank10", "mAP"} <= set(values)
+        assert 0 <= values["rank1"] <= values["rank5"] <= values["rank10"] <= 1 and 0 < values["mAP"] <= 1
+    for path in ("data/models/reid_teacher/model.safetensors", "data/models/reid/deskpro.json",
+                 "data/models/reid/global/model.safetensors", "data/models/reid/face/model.safetensors",
+                 "plots/evaluate_reid/attention.png", "plots/train_reid/train_loss.csv",
+                 "plots/reid_ablation_report/table.md", "plots/synthesize_persons/identity.png"):
+        assert (workspace / path).is_file(), path
+    assert {p.name for p in (workspace / "plots" / "evaluate_reid").glob("retrieval_*.png")} == {
+        f"retrieval_{p}.png" for p in PROTOCOLS}
+    # DeSKPro proper keeps the student, not the teacher, for inference
+    assert json.loads((workspace / "data/models/reid/deskpro.json").read_text())["face_kind"] == "student"
+
+
+def test_ablation_rows_each_have_a_run_and_a_table_line(smoke_repo):
+    workspace, _ = smoke_repo
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    table = (workspace / "plots" / "reid_ablation_report" / "table.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == rows
+    summary = json.loads((workspace / "metrics" / "reid_ablation_report.json").read_text())
+    assert list(summary) == rows and all(set(v) == PROTOCOLS for v in summary.values())
+    grouped = runs_by_stage(workspace)
+    for row in rows:
+        (run,) = grouped[f"reid_ablation@{row}"]
+        assert run.info.status == "FINISHED" and run.data.tags["subjectlab.ablation_row"] == row
+        assert "test.prcc_cross.rank1" in run.data.metrics and run.data.params["row"] == row
+    teacher_row = json.loads((workspace / "metrics" / "reid_ablation" / "teacher.json").read_text())
+    assert teacher_row["training"]["global_step"] == 0  # model 6 is the teacher itself: nothing to train
+
+
+def test_evaluation_equals_torchreid_on_the_same_distance_matrix(smoke_repo):
+    workspace, _ = smoke_repo
+    from lightning_modules.reid import DeSKProNet
+    from lightning_modules.reid.evaluation import distance_matrix, evaluate
+    from tasks.reid_setup import embed_protocols, load_folder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import torchreid
+
+    cwd = os.getcwd()
+    os.chdir(workspace)
+    try:
+        params = load_params("params.yaml")
+        net = DeSKProNet.from_pretrained(workspace / "data" / "models" / "reid")
+        embedded = embed_protocols(params, load_folder(params), net)
+    finally:
+        os.chdir(cwd)
+    for name, (query, gallery, _, _) in embedded.items():
+        report, distmat = evaluate(query, gallery, max_rank=10)
+        assert np.array_equal(distmat, distance_matrix(query, gallery).numpy())
+        cmc, mean_ap = torchreid.metrics.evaluate_rank(distmat, query.pids, gallery.pids, query.camids,
+                                                       gallery.camids, max_rank=10, use_cython=False)
+        assert report["rank1"] == pytest.approx(float(cmc[0]), abs=1e-6), name
+        assert report["rank5"] == pytest.approx(float(cmc[4]), abs=1e-6), name
+        assert report["mAP"] == pytest.approx(float(mean_ap), abs=1e-6), name
+
+
+@pytest.fixture()
+def persons_copy(smoke_repo, tmp_path):
+    """A workspace with the smoke run's persons and teacher, for training-only tests."""
+    workspace, _ = smoke_repo
+    target = make_workspace(tmp_path / "ws", git=False)
+    shutil.copytree(workspace / "data" / "persons", target / "data" / "persons")
+    shutil.copytree(workspace / "data" / "models" / "reid_teacher", target / "data" / "models" / "reid_teacher")
+    return target
+
+
+def test_ddp_on_cpu_with_two_processes_deals_whole_identities(persons_copy):
+    params = yaml.safe_load((persons_copy / "params.yaml").read_text())
+    params["trainer"].update(strategy="ddp", devices=2, accelerator="cpu")
+    params["profiles"]["smoke"]["train_reid"].update(max_epochs=2)
+    (persons_copy / "ddp.yaml").write_text(yaml.safe_dump(params))
+    result = python_stage("train_reid", persons_copy, "--params", "ddp.yaml")
+    log = result.stdout + result.stderr
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
+    metrics = json.loads((persons_copy / "metrics" / "train_reid.json").read_text())
+    # 8 identities, P = 4 per rank, 2 ranks: one step per epoch, each rank with its own 4 identities
+    assert metrics["global_step"] == 2 and metrics["epochs"] == 2
+    assert (persons_copy / "data" / "models" / "reid" / "deskpro.json").is_file()
+    assert [len(v) for v in runs_by_stage(persons_copy).values()] == [1]  # rank 1 opened no run
+
+
+def test_killed_teacher_run_resumes_from_its_last_checkpoint(persons_copy):
+    shutil.rmtree(persons_copy / "data" / "models" / "reid_teacher")
+    params = yaml.safe_load((persons_copy / "params.yaml").read_text())
+    params["profiles"]["smoke"]["train_reid_teacher"].update(max_epochs=20, limit_train_batches=2)
+    params["profiles"]["smoke"]["trainer"].update(checkpoint_every_n_steps=2, log_every_n_steps=1)
+    (persons_copy / "resume.yaml").write_text(yaml.safe_dump(params))
+    last = kill_at_first_checkpoint("train_reid_teacher", persons_copy, "resume.yaml")
+    checkpoints = persons_copy / "checkpoints" / "train_reid_teacher"
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 2 <= killed_at < 40
+    assert not (persons_copy / "data" / "models" / "reid_teacher").exists()  # nothing published
+
+    result = python_stage("train_reid_teacher", persons_copy, "--params", "resume.yaml")
+    assert f"Resuming train_reid_teacher from {last.relative_to(persons_copy)}" in result.stdout
+    metrics = json.loads((persons_copy / "metrics" / "train_reid_teacher.json").read_text())
+    assert metrics["global_step"] == 40 and metrics["epochs"] == 20
+    (run,) = [r for r in runs_by_stage(persons_copy)["train_reid_teacher"] if r.info.status == "FINISHED"]
+    client = MlflowClient(f"sqlite:///{persons_copy / 'mlflow' / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")]
+    assert steps and min(steps) >= killed_at
+    assert not checkpoints.joinpath(last.parent.name).exists()
+
+
+def test_a_torchscript_face_restorer_is_applied_to_each_face(persons_copy):
+    restorer_file = persons_copy / "restorer.pt"
+    # A stand-in for an exported restoration network: 2x upsampling and a brightness change.
+    model = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Hardtanh(0.1, 0.9))
+    torch.jit.save(torch.jit.script(model), str(restorer_file))
+    params = yaml.safe_load((persons_copy / "params.yaml").read_text())
+    params["models"]["face_restorer"] = str(restorer_file)
+    (persons_copy / "restorer.yaml").write_text(yaml.safe_dump(params))
+    cwd = os.getcwd()
+    os.chdir(persons_copy)
+    try:
+        from tasks.reid_setup import load_folder, person_dataset, restorer
+
+        loaded = load_params("restorer.yaml")
+        folder = load_folder(loaded)
+        record_index = next(i for i, r in enumerate(folder.train) if r.face_box is not None)
+        dataset = person_dataset(loaded, folder, folder.train, train=False, restore=restorer(loaded, folder.train))
+        item = dataset[record_index]
+    finally:
+        os.chdir(cwd)
+    restored = item["restored_face"]
+    assert restored.shape == item["face"].shape
+    # the model's output (clipped to [0.1, 0.9]), resized back to the face size (bicubic: small overshoot)
+    assert restored.min() >= 0.05 and restored.max() <= 0.95
+    assert not torch.equal(restored, item["face"])
+
+
+def test_every_ablation_row_of_params_yaml_is_a_dvc_stage(tmp_path):
+    workspace = make_workspace(tmp_path / "ws", git=True, ablation_rows=None)
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    assert rows == ["baseline", "csa", "csa_attention_loss", "student", "student_fkp", "teacher", "two_stream",
+                    "deskpro", "deskpro_star"]  # the paper's Table 3
+    order = stage_order(workspace)
+    for row in rows:
+        assert order.index(f"reid_ablation@{row}") > order.index("train_reid_teacher")
+        assert order.index(f"reid_ablation@{row}") < order.index("reid_ablation_report")
+    listed = dvc(workspace, "stage", "list").stdout
+    assert all(f"reid_ablation@{row}" in listed for row in rows)
