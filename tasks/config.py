@@ -78,7 +78,7 @@ class ModelsConfig(Section):
     reid_backbone: OSNET_VARIANTS = "osnet_x0_25"
     reid_backbone_weights: Optional[Path] = None
     # clean: SynthWorld's clean face renders (an oracle restorer); bicubic: no restoration;
-    # or the path of a TorchScript face-restoration model (e.g. an exported GPEN).
+    # or the path of an exported face-restoration model (torch.export .pt2 or TorchScript; e.g. GPEN).
     face_restorer: str = "clean"
 
     @field_validator("segmenter_encoder_weights", "reid_backbone_weights")
@@ -92,7 +92,7 @@ class ModelsConfig(Section):
     @classmethod
     def _restorer(cls, value: str) -> str:
         if value not in ("clean", "bicubic") and not Path(value).is_file():
-            raise ValueError("expected clean, bicubic or the path of a TorchScript restorer (file not found)")
+            raise ValueError("expected clean, bicubic or the path of an exported restorer model (file not found)")
         return value
 
 

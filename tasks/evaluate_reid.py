@@ -43,7 +43,8 @@ def evaluate_model(params: Params, folder: ReidFolder, net: DeSKProNet, plots: O
     cfg = params.evaluate_reid
     report = {}
     for name, (query, gallery, q_set, g_set) in embed_protocols(params, folder, net).items():
-        report[name], distmat = evaluate(query, gallery, max_rank=cfg.max_rank)
+        values, distmat = evaluate(query, gallery, max_rank=cfg.max_rank)
+        report[name] = {k: round(v, 4) for k, v in values.items()}  # float32 CMC: keep the JSON readable
         picks = np.linspace(0, len(q_set) - 1, min(cfg.retrieval_queries, len(q_set))).astype(int)
         q_images = {int(i): q_set[int(i)]["image"] for i in picks}
         g_images = _LazyImages(g_set)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -59,11 +61,21 @@ def restorer(params: Params, records: Sequence[PersonRecord]) -> Restorer:
             raise InputDataError(f"models.face_restorer: clean needs a clean face for every face, none for "
                                  f"{missing.image} (faces/<image>.png); use bicubic or a restorer model")
         return clean_face_restorer(size)
+    return module_restorer(load_restorer_model(Path(choice)), size)
+
+
+def load_restorer_model(path: Path) -> torch.nn.Module:
+    """An exported face-restoration network: torch.export's .pt2 (input (1, 3, face_size, face_size)),
+    or a TorchScript file. Neither format runs pickled Python code."""
     try:
-        model = torch.jit.load(choice, map_location="cpu").eval()
-    except (RuntimeError, ValueError) as err:
-        raise InputDataError(f"models.face_restorer: {choice}: not a TorchScript model ({err})") from None
-    return module_restorer(model, size)
+        if path.suffix == ".pt2":
+            return torch.export.load(str(path)).module()
+        with warnings.catch_warnings():  # TorchScript still loads; its deprecation is not the user's doing
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except (RuntimeError, ValueError, zipfile.BadZipFile) as err:
+        raise InputDataError(f"models.face_restorer: {path}: not a torch.export (.pt2) or TorchScript model "
+                             f"({str(err).splitlines()[0]})") from None
 
 
 def person_dataset(params: Params, folder: ReidFolder, records: Sequence[PersonRecord], *, train: bool,

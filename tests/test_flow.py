@@ -17,8 +17,10 @@ from flows.serve import build_deployment
 from tests.conftest import make_workspace
 
 pytestmark = pytest.mark.slow
-# The flow runs the segmentation slice of the DAG (a full smoke pipeline is tests/test_pipeline's job).
-STAGES = ["synthesize", "augment", "train_segmenter"]
+# The flow runs the segmentation slice and DeSKPro's main chain of the DAG (the ablation rows
+# are more of the same kind of task; the full smoke pipeline is tests/test_pipeline's job).
+STAGES = ["synthesize", "augment", "train_segmenter", "synthesize_persons", "train_reid_teacher", "train_reid",
+          "evaluate_reid"]
 ALL_STAGES = ["augment", "synthesize", "synthesize_persons", "train_reid_teacher", "reid_ablation@baseline",
               "reid_ablation@deskpro_star", "reid_ablation@student_fkp", "reid_ablation@teacher",
               "reid_ablation_report", "train_reid", "evaluate_reid", "train_segmenter"]

@@ -157,3 +157,13 @@ def test_model_round_trip(tmp_path):
     assert torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
     assert (a[1][~batch["has_face"]] == 0).all()
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["deskpro.json", "face", "global"]
+
+
+def test_a_file_that_is_no_exported_model_is_a_clear_error(tmp_path):
+    from tasks.errors import InputDataError
+    from tasks.reid_setup import load_restorer_model
+
+    for name in ("gpen.pt2", "gpen.pt"):
+        (tmp_path / name).write_bytes(b"not a model")
+        with pytest.raises(InputDataError, match=f"models.face_restorer: .*{name}: not a torch.export"):
+            load_restorer_model(tmp_path / name)

@@ -145,11 +145,17 @@ def test_killed_teacher_run_resumes_from_its_last_checkpoint(persons_copy):
     assert not checkpoints.joinpath(last.parent.name).exists()
 
 
-def test_a_torchscript_face_restorer_is_applied_to_each_face(persons_copy):
-    restorer_file = persons_copy / "restorer.pt"
+@pytest.mark.parametrize("kind", ["export", "torchscript"])
+def test_an_exported_face_restorer_is_applied_to_each_face(persons_copy, kind):
     # A stand-in for an exported restoration network: 2x upsampling and a brightness change.
     model = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Hardtanh(0.1, 0.9))
-    torch.jit.save(torch.jit.script(model), str(restorer_file))
+    if kind == "export":
+        restorer_file = persons_copy / "restorer.pt2"
+        size = load_params(persons_copy / "params.yaml").reid.face_size
+        torch.export.save(torch.export.export(model, (torch.rand(1, 3, size, size),)), str(restorer_file))
+    else:
+        restorer_file = persons_copy / "restorer.pt"
+        torch.jit.save(torch.jit.script(model), str(restorer_file))
     params = yaml.safe_load((persons_copy / "params.yaml").read_text())
     params["models"]["face_restorer"] = str(restorer_file)
     (persons_copy / "restorer.yaml").write_text(yaml.safe_dump(params))
