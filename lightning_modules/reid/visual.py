@@ -14,6 +14,12 @@ from lightning_modules.visual import image_grid
 CORRECT, WRONG, QUERY = (40, 200, 60), (220, 40, 40), (60, 90, 230)
 
 
+def _for_display(grid: np.ndarray, tile_height: int, min_height: int = 128) -> np.ndarray:
+    """Surveillance-size tiles (64 x 32) are too small to see: enlarge by a whole factor, pixels kept sharp."""
+    factor = -(-min_height // max(tile_height, 1))
+    return grid if factor <= 1 else grid.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
 def _as_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
@@ -40,7 +46,7 @@ def retrieval_rows(query_images: Sequence[torch.Tensor], gallery_images: Sequenc
         for g in shown:
             tiles.append(_framed(_as_uint8(gallery_images[g]), CORRECT if g_pids[g] == q_pids[q] else WRONG))
         tiles.extend(np.full_like(query_tile, 255) for _ in range(top - len(shown)))  # small galleries
-    return image_grid(tiles, columns=top + 1)
+    return _for_display(image_grid(tiles, columns=top + 1), tiles[0].shape[0])
 
 
 def heatmap(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -64,7 +70,7 @@ def attention_panels(images: torch.Tensor, attention: torch.Tensor, feature_map:
                   (0.5 * picture + 0.5 * _absolute(attention[i, 0], size)).astype(np.uint8),
                   heatmap(feature_map[i].abs().mean(0), size),
                   heatmap(attended[i].abs().mean(0), size)]
-    return image_grid(tiles, columns=8 if len(tiles) >= 8 else len(tiles))
+    return _for_display(image_grid(tiles, columns=8 if len(tiles) >= 8 else len(tiles)), size[0])
 
 
 def _absolute(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
