@@ -160,29 +160,6 @@ class AugmentConfig(Section):
         return value
 
 
-class TrainSegmenterConfig(Section):
-    batch_size: PositiveInt = 4
-    lr: PositiveFloat = 1e-4
-    max_epochs: PositiveInt = 14
-    limit_train_batches: Union[PositiveInt, float] = 1.0
-    limit_val_batches: Union[PositiveInt, float] = 1.0
-    decoder_channels: list[PositiveInt] = [256, 128, 64, 32, 16]
-
-    @field_validator("decoder_channels")
-    @classmethod
-    def _five_blocks(cls, value: list[int]) -> list[int]:
-        if len(value) != 5:
-            raise ValueError("expected 5 decoder channel counts (one per ResNet stage)")
-        return value
-
-    @field_validator("limit_train_batches", "limit_val_batches")
-    @classmethod
-    def _fraction_or_count(cls, value: Union[int, float]) -> Union[int, float]:
-        if isinstance(value, float) and not 0.0 < value <= 1.0:
-            raise ValueError("expected a fraction in (0, 1] or a whole number of batches")
-        return value
-
-
 def _fraction_or_count(value: Union[int, float]) -> Union[int, float]:
     if isinstance(value, float) and not 0.0 < value <= 1.0:
         raise ValueError("expected a fraction in (0, 1] or a whole number of batches")
@@ -191,6 +168,22 @@ def _fraction_or_count(value: Union[int, float]) -> Union[int, float]:
 
 # A fraction of the batches of an epoch, or a whole number of them.
 BatchLimit = Annotated[Union[PositiveInt, float], AfterValidator(_fraction_or_count)]
+
+
+class TrainSegmenterConfig(Section):
+    batch_size: PositiveInt = 4
+    lr: PositiveFloat = 1e-4
+    max_epochs: PositiveInt = 14
+    limit_train_batches: BatchLimit = 1.0
+    limit_val_batches: BatchLimit = 1.0
+    decoder_channels: list[PositiveInt] = [256, 128, 64, 32, 16]
+
+    @field_validator("decoder_channels")
+    @classmethod
+    def _five_blocks(cls, value: list[int]) -> list[int]:
+        if len(value) != 5:
+            raise ValueError("expected 5 decoder channel counts (one per ResNet stage)")
+        return value
 
 
 class ReidConfig(Section):

@@ -6,34 +6,27 @@ dvc.yaml expands it over `reid_ablation.rows` (foreach), so each row is its own 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from typing import Optional
 
 import mlflow
 
-from tasks.config import DEFAULT_PARAMS_FILE, load_params
+from tasks.config import load_params
 from tasks.errors import ParamsError, run_stage_main
 from tasks.evaluate_reid import evaluate_model
 from tasks.outputs import atomic_outputs
 from tasks.reid_setup import load_folder
-from tasks.stage import is_rank_zero
+from tasks.stage import is_rank_zero, parse_stage_args
 from tasks.tracking import flatten, log_metrics_tree, stage_run
 from tasks.train_reid import train_variant
 
 STAGE = "reid_ablation"
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=f"python -m tasks.{STAGE}", description="Train and evaluate one Table 3 row.")
-    parser.add_argument("--row", required=True, help="a key of reid_ablation.rows")
-    parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
-    return parser.parse_args(argv)
-
-
 def main(argv: Optional[list[str]] = None) -> None:
-    args = parse_args(argv)
+    args = parse_stage_args(STAGE, argv, lambda parser: parser.add_argument(
+        "--row", required=True, help="a key of reid_ablation.rows"))
     params = load_params(args.params)
     cfg = params.reid_ablation
     if args.row not in cfg.rows:

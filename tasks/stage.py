@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Callable
 
 from tasks.config import DEFAULT_PARAMS_FILE, Params, load_params
 
 
-def parse_stage_args(stage: str, argv: list[str] | None) -> argparse.Namespace:
+def parse_stage_args(stage: str, argv: list[str] | None,
+                     extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """`--params FILE`, plus whatever `extra` adds (e.g. the `--row` of a foreach stage)."""
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{stage}", description=f"Run the `{stage}` stage.")
     parser.add_argument("--params", default=DEFAULT_PARAMS_FILE, help="params file (default: params.yaml)")
+    if extra is not None:
+        extra(parser)
     return parser.parse_args(argv)
 
 

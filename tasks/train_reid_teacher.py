@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from lightning_modules.reid import FaceTeacherModule
+from lightning_modules.reid.visual import as_uint8
 from lightning_modules.visual import image_grid
 from tasks.curves import write_curves
 from tasks.errors import InputDataError, run_stage_main
@@ -41,7 +42,6 @@ def face_pairs(dataset, count: int = 8) -> np.ndarray:
     """Top: the low-resolution face crops the student gets; bottom: what the teacher sees."""
     picks = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int)
     items = [dataset[int(i)] for i in picks]
-    as_uint8 = lambda t: (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # noqa: E731
     return image_grid([as_uint8(it["face"]) for it in items] + [as_uint8(it["restored_face"]) for it in items],
                       columns=len(items))
 

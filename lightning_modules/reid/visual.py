@@ -20,7 +20,7 @@ def _for_display(grid: np.ndarray, tile_height: int, min_height: int = 128) -> n
     return grid if factor <= 1 else grid.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def _as_uint8(image: torch.Tensor) -> np.ndarray:
+def as_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
@@ -40,21 +40,25 @@ def retrieval_rows(query_images: Sequence[torch.Tensor], gallery_images: Sequenc
     for q in query_indices:
         order = np.argsort(distmat[q], kind="stable")
         keep = ~((g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q]))
-        query_tile = _framed(_as_uint8(query_images[q]), QUERY)
+        query_tile = _framed(as_uint8(query_images[q]), QUERY)
         shown = order[keep][:top]
         tiles.append(query_tile)
         for g in shown:
-            tiles.append(_framed(_as_uint8(gallery_images[g]), CORRECT if g_pids[g] == q_pids[q] else WRONG))
+            tiles.append(_framed(as_uint8(gallery_images[g]), CORRECT if g_pids[g] == q_pids[q] else WRONG))
         tiles.extend(np.full_like(query_tile, 255) for _ in range(top - len(shown)))  # small galleries
     return _for_display(image_grid(tiles, columns=top + 1), tiles[0].shape[0])
 
 
+def colored(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """A (h, w) map of values in [0, 1], colored and resized to (H, W) for display."""
+    rgb = (colormaps["jet"](values.float().clamp(0, 1).numpy())[..., :3] * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.NEAREST))
+
+
 def heatmap(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """A (h, w) map scaled to [0, 1] per map, colored and resized to (H, W) for display."""
+    """`colored` after scaling each map to [0, 1] on its own."""
     v = values.float()
-    v = (v - v.min()) / (v.max() - v.min()).clamp(min=1e-8)
-    colored = (colormaps["jet"](v.numpy())[..., :3] * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(colored).resize((size[1], size[0]), Image.NEAREST))
+    return colored((v - v.min()) / (v.max() - v.min()).clamp(min=1e-8), size)
 
 
 def attention_panels(images: torch.Tensor, attention: torch.Tensor, feature_map: torch.Tensor,
@@ -64,15 +68,10 @@ def attention_panels(images: torch.Tensor, attention: torch.Tensor, feature_map:
     size = tuple(images.shape[-2:])
     tiles = []
     for i in range(images.shape[0]):
-        picture = _as_uint8(images[i])
+        picture = as_uint8(images[i])
         tiles += [picture,
                   # attention on its own absolute scale (0..1): low where clothes are
-                  (0.5 * picture + 0.5 * _absolute(attention[i, 0], size)).astype(np.uint8),
+                  (0.5 * picture + 0.5 * colored(attention[i, 0], size)).astype(np.uint8),
                   heatmap(feature_map[i].abs().mean(0), size),
                   heatmap(attended[i].abs().mean(0), size)]
     return _for_display(image_grid(tiles, columns=8 if len(tiles) >= 8 else len(tiles)), size[0])
-
-
-def _absolute(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    colored = (colormaps["jet"](values.float().clamp(0, 1).numpy())[..., :3] * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(colored).resize((size[1], size[0]), Image.NEAREST))
