@@ -10,8 +10,8 @@ import tasks
 from tasks.errors import USER_ERROR_EXIT_CODE, run_stage_main
 
 # Helpers that live beside the stage modules but are not stages themselves.
-_NOT_STAGES = {"cli", "config", "curves", "errors", "outputs", "reid_folder", "reid_setup", "stage",
-               "subjects_folder", "tracking", "trainer"}
+_NOT_STAGES = {"cli", "config", "config_base", "config_diffusion", "curves", "diffusion_setup", "errors", "outputs", "reid_folder", "reid_setup", "stage",
+               "subjects_folder", "tracking", "trainer", "zoo_paths"}
 
 
 def stages() -> list[str]:

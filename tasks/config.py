@@ -14,8 +14,6 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -25,14 +23,18 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.config_base import Section
+from tasks.config_diffusion import (  # noqa: F401  (TINY is part of this module's interface)
+    TINY,
+    ClassImagesConfig,
+    FinetuneConfig,
+    PretrainBaseConfig,
+    PretrainClipConfig,
+    ZooConfig,
+)
 from tasks.errors import ParamsError
 
 DEFAULT_PARAMS_FILE = "params.yaml"
-
-
-class Section(BaseModel):
-    # Unknown keys are errors: a misspelt knob must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _ordered_range(value: tuple[float, float], low: float, high: float) -> tuple[float, float]:
@@ -283,6 +285,11 @@ class Params(Section):
     train_reid: TrainReidConfig = TrainReidConfig()
     evaluate_reid: EvaluateReidConfig = EvaluateReidConfig()
     reid_ablation: ReidAblationConfig = ReidAblationConfig()
+    zoo: ZooConfig = ZooConfig()
+    pretrain_base: PretrainBaseConfig = PretrainBaseConfig()
+    pretrain_clip: PretrainClipConfig = PretrainClipConfig()
+    class_images: ClassImagesConfig = ClassImagesConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     profiles: dict[str, dict[str, Any]] = {}
 
     def effective(self) -> dict[str, Any]:

@@ -53,6 +53,8 @@ def build_trainer(
     limit_train_batches: Union[int, float] = 1.0,
     limit_val_batches: Union[int, float] = 1.0,
     use_distributed_sampler: bool = True,
+    max_steps: int = -1,
+    accumulate_grad_batches: int = 1,
 ) -> L.Trainer:
     cfg = params.trainer
     # Only last.ckpt: a resume needs nothing older, and full optimizer state is large.
@@ -66,6 +68,8 @@ def build_trainer(
         precision=cfg.precision,
         num_nodes=cfg.num_nodes,
         max_epochs=max_epochs,
+        max_steps=max_steps,
+        accumulate_grad_batches=accumulate_grad_batches,
         limit_train_batches=limit_train_batches,
         limit_val_batches=limit_val_batches,
         log_every_n_steps=cfg.log_every_n_steps,

@@ -99,9 +99,10 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
 def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
     from tasks.cli import main, stages
 
-    assert stages() == ["augment", "evaluate_reid", "reid_ablation", "reid_ablation_report", "synthesize",
-                        "synthesize_persons", "train_reid", "train_reid_teacher", "train_segmenter"]
+    assert stages() == ["augment", "class_images", "evaluate_reid", "finetune", "pretrain_base", "pretrain_clip",
+                        "reid_ablation", "reid_ablation_report", "synthesize", "synthesize_persons", "train_reid",
+                        "train_reid_teacher", "train_segmenter", "zoo"]
     with pytest.raises(SystemExit) as exit_info:
         main(["synthesise"])
     assert exit_info.value.code == 2
-    assert "usage: subjectlab {augment,evaluate_reid," in capsys.readouterr().err
+    assert "usage: subjectlab {augment,class_images,evaluate_reid," in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""Base-model pretraining for the tiny models: the prior DreamBooth preserves, and a CLIP
+whose image/text similarities mean something on SynthWorld.
+
+- `VaePretrainer`: the autoencoder first (reconstruction + a small KL term), so latents are
+  a compressed image and decoding gives pictures;
+- `TextToImagePretrainer`: UNet and text encoder on captions ("a cartoon on a beach") with
+  the VAE frozen; captions are dropped at random so classifier-free guidance works;
+- `ClipPretrainer`: CLIP's symmetric contrastive loss on image/caption pairs.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPModel, CLIPTextModel
+
+from lightning_modules.diffusion.losses import denoising_losses, encode_latents
+from lightning_modules.training import check_finite
+
+
+class VaePretrainer(L.LightningModule):
+    def __init__(self, vae: AutoencoderKL, lr: float, kl_weight: float):
+        super().__init__()
+        self.vae, self.lr, self.kl_weight = vae, lr, kl_weight
+
+    def on_fit_start(self) -> None:
+        self.vae.train()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pixels = batch["pixel_values"]
+        posterior = self.vae.encode(pixels).latent_dist
+        reconstruction = self.vae.decode(posterior.sample()).sample
+        reconstruction_loss = F.mse_loss(reconstruction, pixels)
+        kl = posterior.kl().mean() / pixels[0].numel()
+        loss = check_finite(reconstruction_loss + self.kl_weight * kl, "VAE loss", self.global_step)
+        self.log("train/reconstruction", reconstruction_loss, on_step=True, on_epoch=False)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
+
+
+@torch.no_grad()
+def latent_scaling_factor(vae: AutoencoderKL, pixels: torch.Tensor) -> float:
+    """1 / std of the latents, so the diffusion model sees unit-variance inputs (the role
+    of Stable Diffusion's 0.18215)."""
+    latents = vae.encode(pixels).latent_dist.sample()
+    return float(1.0 / latents.std().clamp_min(1e-6))
+
+
+class TextToImagePretrainer(L.LightningModule):
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                 scheduler: DDPMScheduler, lr: float, weight_decay: float):
+        super().__init__()
+        self.unet, self.vae, self.text_encoder, self.noise_scheduler = unet, vae, text_encoder, scheduler
+        self.lr, self.weight_decay = lr, weight_decay
+        vae.requires_grad_(False)
+
+    def on_fit_start(self) -> None:
+        # from_pretrained hands over modules in eval mode; the frozen VAE stays there.
+        self.unet.train()
+        self.text_encoder.train()
+        self.vae.eval()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        latents = encode_latents(self.vae, batch["pixel_values"])
+        loss = denoising_losses(self.unet, self.text_encoder, self.noise_scheduler, latents, batch["input_ids"]).mean()
+        check_finite(loss, "denoising loss", self.global_step)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class ClipPretrainer(L.LightningModule):
+    def __init__(self, clip: CLIPModel, lr: float, weight_decay: float):
+        super().__init__()
+        self.clip, self.lr, self.weight_decay = clip, lr, weight_decay
+
+    def on_fit_start(self) -> None:
+        self.clip.train()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        # Same captions in one batch are positives of each other, not negatives: CLIP's
+        # one-hot targets would push apart two "a dog on a beach" pictures.
+        out = self.clip(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"])
+        ids = batch["input_ids"]
+        same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
+        targets = same / same.sum(1, keepdim=True)
+        logits = out.logits_per_image
+        loss = 0.5 * (torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
+                      + torch.sum(-targets * F.log_softmax(logits.t(), 1), 1).mean())
+        check_finite(loss, "CLIP loss", self.global_step)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.clip.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def _features(output) -> torch.Tensor:
+    # transformers 5 returns a model output whose pooler_output is the projected feature.
+    return output if torch.is_tensor(output) else output.pooler_output
+
+
+def clip_text_features(clip: CLIPModel, input_ids: torch.Tensor) -> torch.Tensor:
+    return F.normalize(_features(clip.get_text_features(input_ids=input_ids)), dim=-1)
+
+
+def clip_image_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
+    return F.normalize(_features(clip.get_image_features(pixel_values=pixel_values)), dim=-1)

@@ -1,0 +1,199 @@
+"""Diffusion personalization as it really runs: the zoo and pretraining stages of the smoke
+`dvc repro`, each fine-tuning mode on the pretrained tiny model, stock diffusers loading
+the outputs, DDP with 2 CPU processes, kill and resume, and the bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import yaml
+from diffusers import StableDiffusionPipeline
+from torch.utils.data import DataLoader
+
+from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs
+from lightning_modules.diffusion.export import export_finetuned, load_finetuned
+from lightning_modules.diffusion.finetune import SubjectFinetuner
+from lightning_modules.diffusion.identifiers import add_identifier_tokens
+from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline
+from lightning_modules.diffusion.tokenizer import load_rare_tokens
+from tests.conftest import kill_at_first_checkpoint, make_workspace, python_stage
+from tests.test_reid_pipeline import runs_by_stage
+
+pytestmark = pytest.mark.slow
+
+DIFFUSION_DATA = ("augmented", "zoo", "models/base", "models/clip", "class_images")
+
+
+def draw(pipe, prompts):
+    return generate(pipe, prompts, seed=7, steps=5, guidance_scale=3.0, progress=False).astype(np.float64)
+
+
+def test_zoo_pretraining_and_finetune_run_in_the_smoke_repro(smoke_repo):
+    workspace, _ = smoke_repo
+    zoo = json.loads((workspace / "metrics" / "zoo.json").read_text())
+    assert all(zoo[name]["tiny"] for name in ("text_to_image", "clip", "dino"))
+    for name in ("text_to_image", "clip", "dino"):
+        assert (workspace / "data" / "zoo" / name / "model" / "config.json").is_file() or \
+            (workspace / "data" / "zoo" / name / "model" / "model_index.json").is_file()
+    base = json.loads((workspace / "metrics" / "pretrain_base.json").read_text())
+    params = yaml.safe_load((workspace / "params.yaml").read_text())["profiles"]["smoke"]
+    assert base["denoiser"]["steps"] == params["pretrain_base"]["steps"]
+    assert base["vae"]["steps"] == params["pretrain_base"]["vae_steps"]
+    clip = json.loads((workspace / "metrics" / "pretrain_clip.json").read_text())
+    assert clip["caption_retrieval_top1"]["after"] > clip["caption_retrieval_top1"]["before"]
+    finetune = json.loads((workspace / "metrics" / "finetune.json").read_text())
+    assert finetune["mode"] == "lora" and finetune["steps"] == params["finetune"]["max_steps"]
+    out = workspace / "data" / "models" / "finetuned"
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    with (workspace / "data" / "class_images" / "prompts.csv").open() as f:
+        assert {row["prompt"] for row in csv.DictReader(f)} == {"a cartoon", "a dog", "a robot", "a vase"}
+    for picture in ("pretrain_base/samples.png", "class_images/class_images.png", "finetune/validation.png"):
+        assert (workspace / "plots" / picture).is_file()
+    runs = runs_by_stage(workspace)
+    (run,) = runs["finetune"]
+    artifacts = {a.path for a in __import__("mlflow").MlflowClient(
+        f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}").list_artifacts(run.info.run_id, "finetune/validation")}
+    # validation every 4 steps over 8 steps: at step 4 and step 8
+    assert artifacts == {"finetune/validation/step_000004.png", "finetune/validation/step_000008.png"}
+
+
+def test_lora_output_loads_in_a_stock_diffusers_pipeline(smoke_repo):
+    workspace, _ = smoke_repo
+    out = workspace / "data" / "models" / "finetuned"
+    manifest = json.loads((out / "finetune.json").read_text())
+    base = workspace / manifest["base_model"]
+    prompts = [manifest["prompts"][name] for name in sorted(manifest["prompts"])][:1] + ["a dog in a forest"]
+
+    stock = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
+    plain = draw(make_pipeline({k: getattr(stock, k) for k in ("unet", "vae", "text_encoder", "tokenizer",
+                                                                 "scheduler")}), prompts[1:])
+    stock.load_textual_inversion([str(out / f) for f in manifest["files"]["embeddings"]])
+    stock.load_lora_weights(out, weight_name="pytorch_lora_weights.safetensors")
+    components = {k: getattr(stock, k) for k in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")}
+    loaded = draw(make_pipeline(components), prompts)
+    ours = draw(load_finetuned(out, base=base), prompts)
+    np.testing.assert_array_equal(loaded, ours)
+    assert np.abs(loaded[1] - plain[0]).mean() > 0  # the adapters are really applied
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "textual_inversion", "custom_diffusion"])
+def test_each_mode_trains_and_changes_the_identifier_prompt(smoke_repo, tmp_path, mode):
+    workspace, _ = smoke_repo
+    base = workspace / "data" / "models" / "base" / "pipeline"
+    with (workspace / "data" / "augmented" / "manifest.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    identifiers = sorted({r["identifier"] for r in rows})
+    L.seed_everything(0, verbose=False)
+    components = load_text_to_image(base)
+    tokens = add_identifier_tokens(components["tokenizer"], components["text_encoder"], identifiers,
+                                   load_rare_tokens(base / "tokenizer"))
+    first = rows[0]
+    prompts = [f"a {first['identifier']} {first['class_noun']}", "a beach"]
+    before = draw(make_pipeline(components), prompts)
+    class_root = workspace / "data" / "class_images"
+    class_images = {p.name: [CaptionedImage(i, f"a {p.name}") for i in sorted(p.glob("*.png"))]
+                    for p in class_root.iterdir() if p.is_dir()}
+    dataset = DreamBoothPairs([CaptionedImage(workspace / "data" / "augmented" / r["image"],
+                                              f"a {r['identifier']} {r['class_noun']}") for r in rows],
+                              [r["class_noun"] for r in rows], class_images, components["tokenizer"], 32)
+    module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
+                              components["scheduler"], mode=mode, identifier_ids=[t.token_id for t in tokens],
+                              prior_preservation_weight=1.0, lr=1e-4 if mode == "full" else 1e-3,
+                              text_encoder_lr=1e-4, embedding_lr=5e-2, weight_decay=1e-2)
+    frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(module, DataLoader(dataset, batch_size=4, shuffle=True))
+    for name, p in module.named_parameters():   # what the mode freezes stays exactly as it was
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name
+    after = draw(make_pipeline(components), prompts)
+    assert np.abs(after[0] - before[0]).mean() > 0.1, "the identifier prompt's picture did not change"
+    if mode == "textual_inversion":   # only identifier rows trained: other prompts are untouched
+        np.testing.assert_array_equal(after[1], before[1])
+    export_finetuned(components, mode, tokens, tmp_path / mode, {"base_model": str(base)})
+    np.testing.assert_array_equal(draw(load_finetuned(tmp_path / mode), prompts), after)
+
+
+@pytest.fixture()
+def diffusion_copy(smoke_repo, tmp_path) -> Path:
+    workspace, _ = smoke_repo
+    target = make_workspace(tmp_path / "ws", git=False)
+    for name in DIFFUSION_DATA:
+        shutil.copytree(workspace / "data" / name, target / "data" / name)
+    return target
+
+
+def write_params(workspace: Path, name: str, edit) -> str:
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    edit(params)
+    (workspace / name).write_text(yaml.safe_dump(params))
+    return name
+
+
+def test_lora_finetune_runs_ddp_on_cpu_with_two_processes(diffusion_copy):
+    def ddp(params):
+        params["trainer"].update(strategy="ddp", devices=2, accelerator="cpu")
+        params["profiles"]["smoke"]["finetune"].update(max_steps=3, validation_every_n_steps=0)
+    result = python_stage("finetune", diffusion_copy, "--params", write_params(diffusion_copy, "ddp.yaml", ddp))
+    log = result.stdout + result.stderr
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
+    metrics = json.loads((diffusion_copy / "metrics" / "finetune.json").read_text())
+    assert metrics["steps"] == 3 and metrics["mode"] == "lora"
+    assert (diffusion_copy / "data" / "models" / "finetuned" / "pytorch_lora_weights.safetensors").is_file()
+    assert [len(v) for v in runs_by_stage(diffusion_copy).values()] == [1]  # rank 1 opened no run
+
+
+def test_killed_finetune_resumes_at_the_same_step(diffusion_copy):
+    def long(params):
+        params["profiles"]["smoke"]["finetune"].update(max_steps=30, validation_every_n_steps=0)
+        params["profiles"]["smoke"]["trainer"].update(checkpoint_every_n_steps=2, log_every_n_steps=1)
+    name = write_params(diffusion_copy, "resume.yaml", long)
+    last = kill_at_first_checkpoint("finetune", diffusion_copy, name)
+    killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert 2 <= killed_at < 30
+    assert not (diffusion_copy / "data" / "models" / "finetuned").exists()
+    # the checkpoint holds the trained LoRA weights only, not the frozen UNet / VAE / text encoder
+    state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
+    assert state and all("lora" in key for key in state)
+    result = python_stage("finetune", diffusion_copy, "--params", name)
+    assert f"Resuming finetune from {last.relative_to(diffusion_copy)}" in result.stdout
+    assert json.loads((diffusion_copy / "metrics" / "finetune.json").read_text())["steps"] == 30
+
+
+def _collide(workspace: Path) -> None:
+    manifest = workspace / "data" / "augmented" / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace(",sks,", ",dog,"))
+
+
+def _drop_subject(workspace: Path) -> None:
+    manifest = workspace / "data" / "augmented" / "manifest.csv"
+    lines = manifest.read_text().splitlines(keepends=True)
+    manifest.write_text("".join([lines[0]] + [line for line in lines[1:] if ",sks," not in line]))
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("collision", "identifier 'dog' collides with a word the tokenizer already has"),
+    ("no_images", "has no training images"),
+    ("non_finite", "fine-tuning loss became inf"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(diffusion_copy, case, expected):
+    params = "params.yaml"
+    if case == "collision":
+        _collide(diffusion_copy)
+    elif case == "no_images":
+        _drop_subject(diffusion_copy)
+    else:
+        params = write_params(diffusion_copy, "inf.yaml",
+                              lambda p: p["finetune"].update(prior_preservation_weight=float("inf")))
+    result = python_stage("finetune", diffusion_copy, "--params", params, check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert not (diffusion_copy / "data" / "models" / "finetuned").exists()
+    assert not (diffusion_copy / "metrics" / "finetune.json").exists()
