@@ -17,8 +17,6 @@ import csv
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 import mlflow
@@ -28,7 +26,7 @@ from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs
 from lightning_modules.diffusion.export import export_finetuned
 from lightning_modules.diffusion.finetune import SubjectFinetuner
 from lightning_modules.diffusion.identifiers import IdentifierError, add_identifier_tokens, check_class_nouns
-from lightning_modules.diffusion.pipeline import load_text_to_image
+from lightning_modules.diffusion.pipeline import load_text_to_image, resolution_of
 from lightning_modules.diffusion.tokenizer import load_rare_tokens
 from lightning_modules.diffusion.validation import ValidationImages
 from tasks.config import Params
@@ -37,25 +35,14 @@ from tasks.diffusion_setup import enlarge, fit_steps, manifest_rows, seeded_load
 from tasks.errors import InputDataError, run_stage_main
 from tasks.outputs import atomic_outputs
 from tasks.stage import is_rank_zero, stage_params
+from tasks.subjects_folder import SubjectImage, SubjectRecord
 from tasks.tracking import log_image, stage_run
 from tasks.zoo_paths import base_model_path
 
 STAGE = "finetune"
 
 
-@dataclass(frozen=True)
-class Subject:
-    name: str
-    identifier: str
-    class_noun: str
-    images: tuple[Path, ...]
-
-    @property
-    def prompt(self) -> str:
-        return f"a {self.identifier} {self.class_noun}"
-
-
-def read_subjects(params: Params) -> list[Subject]:
+def read_subjects(params: Params) -> list[SubjectRecord]:
     """The augment stage's subjects with their training images; one without any is an error."""
     root = params.paths.data / "augmented"
     names = [n for n in json.loads((root / "classes.json").read_text()) if n != "background"]
@@ -64,13 +51,13 @@ def read_subjects(params: Params) -> list[Subject]:
         entry = found.setdefault(row["subject"], {"identifier": row["identifier"], "class_noun": row["class_noun"],
                                                   "images": []})
         if row["split"] == "train":
-            entry["images"].append(root / row["image"])
+            entry["images"].append(SubjectImage(root / row["image"], root / row["mask"]))
     subjects = []
     for name in names:
         entry = found.get(name)
         if entry is None or not entry["images"]:
             raise InputDataError(f"{root / 'manifest.csv'}: subject {name!r} has no training images")
-        subjects.append(Subject(name, entry["identifier"], entry["class_noun"], tuple(entry["images"])))
+        subjects.append(SubjectRecord(name, entry["identifier"], entry["class_noun"], tuple(entry["images"])))
     return subjects
 
 
@@ -116,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         adam_betas=cfg.adam_betas, adam_epsilon=cfg.adam_epsilon, warmup_steps=cfg.warmup_steps,
         train_text_encoder=cfg.train_text_encoder, train_identifier_embeddings=cfg.train_identifier_embeddings,
         lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, gradient_checkpointing=cfg.gradient_checkpointing)
-    resolution = components["unet"].config.sample_size * 2 ** (len(components["vae"].config.block_out_channels) - 1)
-    instances = [CaptionedImage(path, s.prompt) for s in subjects for path in s.images]
+    resolution = resolution_of(components)
+    instances = [CaptionedImage(image.image, s.prompt) for s in subjects for image in s.images]
     classes = [s.class_noun for s in subjects for _ in s.images]
     dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, resolution)
     loader = seeded_loader(dataset, cfg.batch_size, params)

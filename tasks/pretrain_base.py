@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from lightning_modules.diffusion.data import CaptionedImages, load_pixels
-from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline, save_pipeline
+from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline, resolution_of, save_pipeline
 from lightning_modules.diffusion.pretrain import TextToImagePretrainer, VaePretrainer, latent_scaling_factor
 from lightning_modules.diffusion.tokenizer import load_rare_tokens, save_rare_tokens
 from lightning_modules.synthworld.scenes import SCENE_KINDS, Scene
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     L.seed_everything(params.seed, workers=True, verbose=False)
     components = load_text_to_image(Path(zoo["path"]))
     tokenizer = components["tokenizer"]
-    resolution = components["unet"].config.sample_size * 2 ** (len(components["vae"].config.block_out_channels) - 1)
+    resolution = resolution_of(components)
     dataset = CaptionedImages(items, tokenizer, resolution, caption_dropout=cfg.caption_dropout, seed=params.seed)
     loader = seeded_loader(dataset, cfg.batch_size, params)
     key = {"images": [str(i.path) for i in items[:3]], "count": len(items), "zoo": zoo["path"]}

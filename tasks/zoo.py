@@ -76,7 +76,7 @@ def build_tiny(name: str, params: Params, directory: Path) -> dict:
         model.save_pretrained(directory)
         processor.save_pretrained(directory)
         count = sum(p.numel() for p in model.parameters())
-    return {"parameters": count, "vocabulary": len(tokenizer)}
+    return {"parameters": count} if name == "dino" else {"parameters": count, "vocabulary": len(tokenizer)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,8 +47,10 @@ def save_pipeline(components: dict, directory: Path) -> None:
     pipe.save_pretrained(directory, safe_serialization=True)
 
 
-def image_size(pipe: StableDiffusionPipeline) -> int:
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+def resolution_of(components: dict) -> int:
+    """Pixel size the UNet was built for: latent size x the VAE's downsampling."""
+    vae_scale = 2 ** (len(components["vae"].config.block_out_channels) - 1)
+    return components["unet"].config.sample_size * vae_scale
 
 
 @torch.no_grad()
@@ -60,7 +62,7 @@ def generate(pipe: StableDiffusionPipeline, prompts: Sequence[str], *, seed: int
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()
-    size = image_size(pipe)
+    size = resolution_of({"unet": pipe.unet, "vae": pipe.vae})
     images = []
     try:
         for i, prompt in enumerate(tqdm(prompts, desc=desc, unit="image", disable=not progress)):
