@@ -23,7 +23,8 @@ STAGES = ["synthesize", "augment", "train_segmenter", "synthesize_persons", "tra
           "evaluate_reid"]
 ALL_STAGES = ["augment", "synthesize", "synthesize_persons", "train_reid_teacher", "reid_ablation@baseline",
               "reid_ablation@deskpro_star", "reid_ablation@student_fkp", "reid_ablation@teacher",
-              "reid_ablation_report", "train_reid", "evaluate_reid", "train_segmenter"]
+              "reid_ablation_report", "train_reid", "evaluate_reid", "train_segmenter", "zoo", "pretrain_base",
+              "pretrain_clip", "class_images", "finetune"]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,9 @@ def test_stage_order_comes_from_dvc_yaml(tmp_path):
     for before, after in (("synthesize", "augment"), ("augment", "train_segmenter"),
                           ("synthesize_persons", "train_reid_teacher"), ("train_reid_teacher", "train_reid"),
                           ("train_reid", "evaluate_reid"), ("train_reid_teacher", "reid_ablation@teacher"),
-                          ("reid_ablation@baseline", "reid_ablation_report")):
+                          ("reid_ablation@baseline", "reid_ablation_report"), ("zoo", "pretrain_base"),
+                          ("augment", "pretrain_base"), ("zoo", "pretrain_clip"), ("pretrain_base", "class_images"),
+                          ("class_images", "finetune")):
         assert order.index(before) < order.index(after)
 
 
