@@ -1,7 +1,7 @@
 """Lightning's per-step overhead on LoRA fine-tuning, against a plain PyTorch loop in the same run.
 
-Both sides train the tiny Stable Diffusion with SubjectFinetuner in mode "lora" with prior
-preservation (every batch: B instance images with "a <id> <class>" plus B class images with
+Both sides train the tiny Stable Diffusion with SubjectFinetuner in mode "lora" (plus the
+identifier embedding rows, as the stage does by default) with prior preservation (every batch: B instance images with "a <id> <class>" plus B class images with
 "a <class>", one UNet forward over the 2B), built afresh from the same seed, reading the same
 DreamBoothPairs through the same DataLoader settings, with the optimizer and LR schedule of
 `configure_optimizers`:
@@ -83,7 +83,8 @@ def build(args: argparse.Namespace, images) -> tuple[SubjectFinetuner, DataLoade
     module = SubjectFinetuner(
         components["unet"], components["vae"], components["text_encoder"], components["scheduler"], mode="lora",
         identifier_ids=[t.token_id for t in tokens], prior_preservation_weight=1.0, lr=1e-3, text_encoder_lr=5e-5,
-        embedding_lr=5e-3, weight_decay=1e-2, lora_rank=4, lora_alpha=4.0)
+        embedding_lr=5e-3, weight_decay=1e-2, lora_rank=4, lora_alpha=4.0,
+        train_identifier_embeddings=True)  # the finetune stage's default: identifier rows learn too
     instances, classes, class_images = images
     dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, args.resolution)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,

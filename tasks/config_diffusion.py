@@ -105,7 +105,7 @@ class FinetuneConfig(Section):
     prior_preservation: bool = True
     prior_preservation_weight: float = Field(1.0, ge=0)   # lambda
     train_text_encoder: bool = False
-    train_identifier_embeddings: bool = False   # always on for textual_inversion / custom_diffusion
+    train_identifier_embeddings: bool = True    # MSP's modifier tokens; always on for TI / custom diffusion
     lora_rank: PositiveInt = 4
     lora_alpha: PositiveFloat = 4.0
     gradient_checkpointing: bool = False

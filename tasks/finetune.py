@@ -20,13 +20,15 @@ import shutil
 
 import lightning as L
 import mlflow
+import torch
 from PIL import Image
 
-from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs
+from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs, load_pixels
 from lightning_modules.diffusion.export import export_finetuned
 from lightning_modules.diffusion.finetune import SubjectFinetuner
 from lightning_modules.diffusion.identifiers import IdentifierError, add_identifier_tokens, check_class_nouns
 from lightning_modules.diffusion.pipeline import load_text_to_image, resolution_of
+from lightning_modules.diffusion.specificity import guidance_directions, probe_latents, prompt_shift, specificity
 from lightning_modules.diffusion.tokenizer import load_rare_tokens
 from lightning_modules.diffusion.validation import ValidationImages
 from tasks.config import Params
@@ -76,6 +78,32 @@ def read_class_images(params: Params, nouns: set[str]) -> dict[str, list[Caption
     return images
 
 
+class LanguageDrift:
+    """The guidance directions of the identifier prompts and of other prompts (class prompts,
+    scene-only prompts) on fixed noisy latents of the subjects, before and after fine-tuning."""
+
+    def __init__(self, params: Params, components: dict, subjects: list[SubjectRecord], resolution: int):
+        self.components = components
+        self.identifier_prompts = [s.prompt for s in subjects]
+        scenes = sorted({row.get("scene_caption") for row in manifest_rows(params) if row.get("scene_caption")})
+        self.other_prompts = sorted({f"a {s.class_noun}" for s in subjects}) + scenes[:4]
+        pixels = torch.stack([load_pixels(s.images[0].image, resolution) for s in subjects[:8]])
+        self.noisy, self.timesteps = probe_latents(components["vae"], components["scheduler"], pixels, params.seed)
+        self.before = self.directions()
+
+    def directions(self) -> dict:
+        c = self.components
+        return guidance_directions(c["unet"], c["text_encoder"], c["tokenizer"], self.noisy, self.timesteps,
+                                   self.identifier_prompts + self.other_prompts)
+
+    def measure(self) -> dict:
+        shift = prompt_shift(self.before, self.directions())
+        result = specificity(shift, self.identifier_prompts, self.other_prompts)
+        # JSON and MLflow have no infinity: no other prompt moved at all (textual inversion)
+        result = {k: (round(v, 6) if v != float("inf") else None) for k, v in result.items()}
+        return {**result, "prompts": {p: round(v, 6) for p, v in shift.items()}}
+
+
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(STAGE, argv)
     cfg = params.finetune
@@ -117,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
                   accumulate_grad_batches=cfg.accumulate_grad_batches)
         return
 
+    drift = LanguageDrift(params, components, subjects, resolution)
     grids: dict[int, object] = {}
 
     def keep_grid(step: int, grid) -> None:
@@ -143,9 +172,11 @@ def main(argv: list[str] | None = None) -> None:
         trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
         metrics = {"mode": cfg.mode, "steps": trainer.global_step, "trained_parameters": trained,
                    "final_loss": history.train[-1]["loss"] if history.train else None,
-                   "subjects": len(subjects), "instance_images": len(instances)}
+                   "subjects": len(subjects), "instance_images": len(instances), "language_drift": drift.measure()}
         tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
         mlflow.log_metric("trained_parameters", trained)
+        mlflow.log_metrics({f"language_drift/{k}": v for k, v in metrics["language_drift"].items()
+                            if isinstance(v, float)})
         mlflow.log_artifacts(str(tmp), artifact_path="finetuned")
     shutil.rmtree(checkpoints, ignore_errors=True)
 

@@ -17,11 +17,12 @@ import yaml
 from diffusers import StableDiffusionPipeline
 from torch.utils.data import DataLoader
 
-from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs
+from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs, load_pixels
 from lightning_modules.diffusion.export import export_finetuned, load_finetuned
 from lightning_modules.diffusion.finetune import SubjectFinetuner
 from lightning_modules.diffusion.identifiers import add_identifier_tokens
 from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline
+from lightning_modules.diffusion.specificity import guidance_directions, probe_latents, prompt_shift, specificity
 from lightning_modules.diffusion.tokenizer import load_rare_tokens
 from tests.conftest import kill_at_first_checkpoint, make_workspace, python_stage
 from tests.test_reid_pipeline import runs_by_stage
@@ -50,6 +51,9 @@ def test_zoo_pretraining_and_finetune_run_in_the_smoke_repro(smoke_repo):
     assert clip["caption_retrieval_top1"]["after"] > clip["caption_retrieval_top1"]["before"]
     finetune = json.loads((workspace / "metrics" / "finetune.json").read_text())
     assert finetune["mode"] == "lora" and finetune["steps"] == params["finetune"]["max_steps"]
+    drift = finetune["language_drift"]   # every identifier prompt, every class prompt, scene prompts
+    assert {"a sks cartoon", "a cartoon", "a dog", "a robot", "a vase"} <= set(drift["prompts"])
+    assert drift["identifier_shift"] > 0 and drift["specificity"] > 0
     out = workspace / "data" / "models" / "finetuned"
     assert (out / "pytorch_lora_weights.safetensors").is_file()
     with (workspace / "data" / "class_images" / "prompts.csv").open() as f:
@@ -83,8 +87,13 @@ def test_lora_output_loads_in_a_stock_diffusers_pipeline(smoke_repo):
     assert np.abs(loaded[1] - plain[0]).mean() > 0  # the adapters are really applied
 
 
+# Per mode: the learning rate of what it trains (the identifier rows always learn at 5e-2);
+# Custom Diffusion keeps its K/V steps small, as its paper does (1e-5 x batch size).
+MODE_LR = {"full": 1e-4, "lora": 5e-3, "textual_inversion": 1e-3, "custom_diffusion": 1e-4}
+
+
 @pytest.mark.parametrize("mode", ["full", "lora", "textual_inversion", "custom_diffusion"])
-def test_each_mode_trains_and_changes_the_identifier_prompt(smoke_repo, tmp_path, mode):
+def test_each_mode_learns_the_identifier_prompt_and_not_other_prompts(smoke_repo, tmp_path, mode):
     workspace, _ = smoke_repo
     base = workspace / "data" / "models" / "base" / "pipeline"
     with (workspace / "data" / "augmented" / "manifest.csv").open() as f:
@@ -95,8 +104,19 @@ def test_each_mode_trains_and_changes_the_identifier_prompt(smoke_repo, tmp_path
     tokens = add_identifier_tokens(components["tokenizer"], components["text_encoder"], identifiers,
                                    load_rare_tokens(base / "tokenizer"))
     first = rows[0]
-    prompts = [f"a {first['identifier']} {first['class_noun']}", "a beach"]
-    before = draw(make_pipeline(components), prompts)
+    identifier_prompt = f"a {first['identifier']} {first['class_noun']}"
+    # other prompts: every class prompt (prior preservation's target) and scene-only prompts
+    others = sorted({f"a {r['class_noun']}" for r in rows}) + sorted({r["scene_caption"] for r in rows})
+    before = draw(make_pipeline(components), [identifier_prompt, others[-1]])
+    subject_pixels = torch.stack([load_pixels(workspace / "data" / "augmented" / r["image"], 32)
+                                  for r in rows if r["subject"] == first["subject"]][:8])
+    noisy, timesteps = probe_latents(components["vae"], components["scheduler"], subject_pixels, seed=0)
+
+    def directions():
+        return guidance_directions(components["unet"], components["text_encoder"], components["tokenizer"], noisy,
+                                   timesteps, [identifier_prompt, *others])
+
+    directions_before = directions()
     class_root = workspace / "data" / "class_images"
     class_images = {p.name: [CaptionedImage(i, f"a {p.name}") for i in sorted(p.glob("*.png"))]
                     for p in class_root.iterdir() if p.is_dir()}
@@ -105,20 +125,62 @@ def test_each_mode_trains_and_changes_the_identifier_prompt(smoke_repo, tmp_path
                               [r["class_noun"] for r in rows], class_images, components["tokenizer"], 32)
     module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
                               components["scheduler"], mode=mode, identifier_ids=[t.token_id for t in tokens],
-                              prior_preservation_weight=1.0, lr=1e-4 if mode == "full" else 1e-3,
-                              text_encoder_lr=1e-4, embedding_lr=5e-2, weight_decay=1e-2)
+                              prior_preservation_weight=1.0, lr=MODE_LR[mode], text_encoder_lr=1e-4,
+                              embedding_lr=5e-2, weight_decay=1e-2, train_identifier_embeddings=True)
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
-    L.Trainer(max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    L.Trainer(max_steps=30, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).fit(module, DataLoader(dataset, batch_size=4, shuffle=True))
     for name, p in module.named_parameters():   # what the mode freezes stays exactly as it was
         if name in frozen:
             assert torch.equal(p, frozen[name]), name
-    after = draw(make_pipeline(components), prompts)
+    after = draw(make_pipeline(components), [identifier_prompt, others[-1]])
     assert np.abs(after[0] - before[0]).mean() > 0.1, "the identifier prompt's picture did not change"
+
+    # What the identifier prompt steers towards moved; what the other prompts steer towards
+    # moved far less (no language drift), with the prompt-agnostic unconditional drift left out.
+    shift = prompt_shift(directions_before, directions())
+    result = specificity(shift, [identifier_prompt], others)
     if mode == "textual_inversion":   # only identifier rows trained: other prompts are untouched
+        assert result["largest_other_shift"] == 0.0
         np.testing.assert_array_equal(after[1], before[1])
+    else:
+        assert result["specificity"] > 1.5, shift
     export_finetuned(components, mode, tokens, tmp_path / mode, {"base_model": str(base)})
-    np.testing.assert_array_equal(draw(load_finetuned(tmp_path / mode), prompts), after)
+    np.testing.assert_array_equal(draw(load_finetuned(tmp_path / mode), [identifier_prompt, others[-1]]), after)
+
+
+def test_bf16_mixed_precision_accumulation_and_gradient_checkpointing(smoke_repo):
+    """The memory/precision knobs of the finetune params: bf16 autocast really runs the UNet in
+    bf16, two batches make one optimizer step, and checkpointed blocks still train."""
+    workspace, _ = smoke_repo
+    base = workspace / "data" / "models" / "base" / "pipeline"
+    with (workspace / "data" / "augmented" / "manifest.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+    L.seed_everything(0, verbose=False)
+    components = load_text_to_image(base)
+    tokens = add_identifier_tokens(components["tokenizer"], components["text_encoder"],
+                                   sorted({r["identifier"] for r in rows}), load_rare_tokens(base / "tokenizer"))
+    dataset = DreamBoothPairs([CaptionedImage(workspace / "data" / "augmented" / r["image"],
+                                              f"a {r['identifier']} {r['class_noun']}") for r in rows],
+                              [r["class_noun"] for r in rows], {}, components["tokenizer"], 32)
+    module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
+                              components["scheduler"], mode="lora", identifier_ids=[t.token_id for t in tokens],
+                              prior_preservation_weight=1.0, lr=1e-3, text_encoder_lr=1e-4, embedding_lr=5e-2,
+                              weight_decay=1e-2, train_identifier_embeddings=True, gradient_checkpointing=True)
+    assert components["unet"].is_gradient_checkpointing
+    dtypes = set()
+    components["unet"].conv_in.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+    lora = {n: p.detach().clone() for n, p in module.named_parameters() if "lora" in n}
+    batches = []
+    trainer = L.Trainer(max_steps=2, accumulate_grad_batches=2, precision="bf16-mixed", accelerator="cpu",
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[L.pytorch.callbacks.LambdaCallback(
+                            on_train_batch_end=lambda *a: batches.append(a[0].global_step))])
+    trainer.fit(module, DataLoader(dataset, batch_size=4, shuffle=True))
+    assert dtypes == {torch.bfloat16}
+    assert batches == [0, 1, 1, 2]   # an optimizer step every second batch
+    assert all(p.dtype == torch.float32 for p in module.parameters())   # master weights stay fp32
+    assert all(not torch.equal(p, lora[n]) for n, p in module.named_parameters() if n in lora)
 
 
 @pytest.fixture()
@@ -159,9 +221,11 @@ def test_killed_finetune_resumes_at_the_same_step(diffusion_copy):
     killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 2 <= killed_at < 30
     assert not (diffusion_copy / "data" / "models" / "finetuned").exists()
-    # the checkpoint holds the trained LoRA weights only, not the frozen UNet / VAE / text encoder
+    # the checkpoint holds the trained LoRA weights and identifier rows' table only, not the frozen
+    # UNet / VAE / text encoder
     state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
-    assert state and all("lora" in key for key in state)
+    assert state and all("lora" in key or key.endswith("token_embedding.weight") for key in state)
+    assert any("lora" in key for key in state)
     result = python_stage("finetune", diffusion_copy, "--params", name)
     assert f"Resuming finetune from {last.relative_to(diffusion_copy)}" in result.stdout
     assert json.loads((diffusion_copy / "metrics" / "finetune.json").read_text())["steps"] == 30
