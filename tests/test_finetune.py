@@ -92,17 +92,37 @@ def test_lora_output_loads_in_a_stock_diffusers_pipeline(smoke_repo):
 MODE_LR = {"full": 1e-4, "lora": 5e-3, "textual_inversion": 1e-3, "custom_diffusion": 1e-4}
 
 
-@pytest.mark.parametrize("mode", ["full", "lora", "textual_inversion", "custom_diffusion"])
-def test_each_mode_learns_the_identifier_prompt_and_not_other_prompts(smoke_repo, tmp_path, mode):
-    workspace, _ = smoke_repo
+def finetune_setup(workspace: Path, prior_preservation: bool):
+    """The smoke base with identifier tokens added, and the subjects' training pairs (with the
+    class images when prior_preservation), from seed 0."""
     base = workspace / "data" / "models" / "base" / "pipeline"
     with (workspace / "data" / "augmented" / "manifest.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
-    identifiers = sorted({r["identifier"] for r in rows})
     L.seed_everything(0, verbose=False)
     components = load_text_to_image(base)
-    tokens = add_identifier_tokens(components["tokenizer"], components["text_encoder"], identifiers,
-                                   load_rare_tokens(base / "tokenizer"))
+    tokens = add_identifier_tokens(components["tokenizer"], components["text_encoder"],
+                                   sorted({r["identifier"] for r in rows}), load_rare_tokens(base / "tokenizer"))
+    class_images = {}
+    if prior_preservation:
+        class_images = {p.name: [CaptionedImage(i, f"a {p.name}") for i in sorted(p.glob("*.png"))]
+                        for p in (workspace / "data" / "class_images").iterdir() if p.is_dir()}
+    dataset = DreamBoothPairs([CaptionedImage(workspace / "data" / "augmented" / r["image"],
+                                              f"a {r['identifier']} {r['class_noun']}") for r in rows],
+                              [r["class_noun"] for r in rows], class_images, components["tokenizer"], 32)
+    return base, rows, components, tokens, dataset
+
+
+def finetuner(components: dict, tokens, mode: str, lr: float, **options) -> SubjectFinetuner:
+    return SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
+                            components["scheduler"], mode=mode, identifier_ids=[t.token_id for t in tokens],
+                            prior_preservation_weight=1.0, lr=lr, text_encoder_lr=1e-4, embedding_lr=5e-2,
+                            weight_decay=1e-2, train_identifier_embeddings=True, **options)
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "textual_inversion", "custom_diffusion"])
+def test_each_mode_learns_the_identifier_prompt_and_not_other_prompts(smoke_repo, tmp_path, mode):
+    workspace, _ = smoke_repo
+    base, rows, components, tokens, dataset = finetune_setup(workspace, prior_preservation=True)
     first = rows[0]
     identifier_prompt = f"a {first['identifier']} {first['class_noun']}"
     # other prompts: every class prompt (prior preservation's target) and scene-only prompts
@@ -117,16 +137,7 @@ def test_each_mode_learns_the_identifier_prompt_and_not_other_prompts(smoke_repo
                                    timesteps, [identifier_prompt, *others])
 
     directions_before = directions()
-    class_root = workspace / "data" / "class_images"
-    class_images = {p.name: [CaptionedImage(i, f"a {p.name}") for i in sorted(p.glob("*.png"))]
-                    for p in class_root.iterdir() if p.is_dir()}
-    dataset = DreamBoothPairs([CaptionedImage(workspace / "data" / "augmented" / r["image"],
-                                              f"a {r['identifier']} {r['class_noun']}") for r in rows],
-                              [r["class_noun"] for r in rows], class_images, components["tokenizer"], 32)
-    module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
-                              components["scheduler"], mode=mode, identifier_ids=[t.token_id for t in tokens],
-                              prior_preservation_weight=1.0, lr=MODE_LR[mode], text_encoder_lr=1e-4,
-                              embedding_lr=5e-2, weight_decay=1e-2, train_identifier_embeddings=True)
+    module = finetuner(components, tokens, mode, MODE_LR[mode])
     frozen = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
     L.Trainer(max_steps=30, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
               enable_model_summary=False).fit(module, DataLoader(dataset, batch_size=4, shuffle=True))
@@ -153,20 +164,8 @@ def test_bf16_mixed_precision_accumulation_and_gradient_checkpointing(smoke_repo
     """The memory/precision knobs of the finetune params: bf16 autocast really runs the UNet in
     bf16, two batches make one optimizer step, and checkpointed blocks still train."""
     workspace, _ = smoke_repo
-    base = workspace / "data" / "models" / "base" / "pipeline"
-    with (workspace / "data" / "augmented" / "manifest.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
-    L.seed_everything(0, verbose=False)
-    components = load_text_to_image(base)
-    tokens = add_identifier_tokens(components["tokenizer"], components["text_encoder"],
-                                   sorted({r["identifier"] for r in rows}), load_rare_tokens(base / "tokenizer"))
-    dataset = DreamBoothPairs([CaptionedImage(workspace / "data" / "augmented" / r["image"],
-                                              f"a {r['identifier']} {r['class_noun']}") for r in rows],
-                              [r["class_noun"] for r in rows], {}, components["tokenizer"], 32)
-    module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
-                              components["scheduler"], mode="lora", identifier_ids=[t.token_id for t in tokens],
-                              prior_preservation_weight=1.0, lr=1e-3, text_encoder_lr=1e-4, embedding_lr=5e-2,
-                              weight_decay=1e-2, train_identifier_embeddings=True, gradient_checkpointing=True)
+    _, _, components, tokens, dataset = finetune_setup(workspace, prior_preservation=False)
+    module = finetuner(components, tokens, "lora", 1e-3, gradient_checkpointing=True)
     assert components["unet"].is_gradient_checkpointing
     dtypes = set()
     components["unet"].conv_in.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
