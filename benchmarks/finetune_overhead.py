@@ -43,7 +43,7 @@ from lightning_modules.diffusion.losses import denoising_losses, encode_latents
 from lightning_modules.diffusion.tiny import TinySizes, tiny_text_to_image
 from lightning_modules.diffusion.tokenizer import build_word_tokenizer, rare_token_pool, synthworld_words
 from lightning_modules.synthworld.subjects import CLASS_NOUNS, IDENTIFIER_POOL
-from lightning_modules.training.losses import check_finite
+from lightning_modules.core.losses import check_finite
 
 SIDES = ("lightning", "plain")
 

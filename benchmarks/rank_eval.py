@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from lightning_modules.metrics import cmc_map_report, evaluate_rank
+from lightning_modules.core.metrics import cmc_map_report, evaluate_rank
 
 
 def make_case(args: argparse.Namespace) -> tuple[np.ndarray, ...]:

@@ -22,7 +22,7 @@ CONFIGS = ("baseline", "deskpro")
 def measure(config: str, args: argparse.Namespace) -> dict:
     import torch
 
-    from lightning_modules.reid import DeSKProModule, DeSKProWeights, ReidStream
+    from lightning_modules.deskpro import DeSKProModule, DeSKProWeights, ReidStream
 
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -20,8 +20,8 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from flows.dag import stage_order
-from tasks.config import load_params
-from tasks.tracking import PARENT_RUN_ENV, experiment_id, git_commit, tracking_uri
+from tasks.core.params import load_params
+from tasks.core.tracking import PARENT_RUN_ENV, experiment_id, git_commit, tracking_uri
 
 STAGE_STARTED = "Running stage"
 

@@ -16,8 +16,8 @@ from prefect import serve
 from prefect.schedules import Cron
 
 from flows.pipeline import pipeline
-from tasks.config import load_params
-from tasks.errors import run_stage_main
+from tasks.core.params import load_params
+from tasks.core.errors import run_stage_main
 
 DEPLOYMENT_NAME = "scheduled"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("tasks", "lightning_modules", "flows", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
+CODE = ("tasks", "lightning_modules", "flows", "conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
         "pyproject.toml")
 
 for name, value in {"DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -35,17 +34,31 @@ def run(command: list[str], cwd: Path, check: bool = True, timeout: float = 900)
     return result
 
 
+def stage_command(stage: str) -> list[str]:
+    """`python -m tasks.<method>.<stage>`, the module found through the stage registry."""
+    from tasks.core.registry import stage_module
+
+    return [sys.executable, "-m", stage_module(stage).module]
+
+
 def python_stage(stage: str, cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", f"tasks.{stage}", *args], cwd, check=check)
+    return run([*stage_command(stage), *args], cwd, check=check)
 
 
-def set_params(path: Path, **replacements: str) -> None:
-    """Rewrite top-level scalar keys of a params file (e.g. profile: smoke)."""
-    text = path.read_text()
-    for key, value in replacements.items():
-        text, n = re.subn(rf"^{key}: .*$", f"{key}: {value}", text, flags=re.M)
-        assert n == 1, key
-    path.write_text(text)
+def edit_params(path: Path, **changes) -> None:
+    """Set values in a composed params file by dotted key (`edit_params(p, **{"finetune.max_steps": 3})`),
+    as a user editing params.yaml before `dvc repro` would."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        assert leaf in node, dotted
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 # Table 3 rows the smoke workspaces keep: one per kind of training (global stream only, face
@@ -55,17 +68,20 @@ def set_params(path: Path, **replacements: str) -> None:
 SMOKE_ABLATION_ROWS = ("baseline", "student_fkp", "teacher", "deskpro_star")
 
 
-def keep_ablation_rows(params_file: Path, rows: tuple[str, ...]) -> None:
+def without_ablation_rows(keep: tuple[str, ...]) -> list[str]:
+    """Hydra overrides that delete the other rows of reid_ablation.rows (`~key`)."""
     import yaml
 
-    params = yaml.safe_load(params_file.read_text())
-    params["reid_ablation"]["rows"] = {k: v for k, v in params["reid_ablation"]["rows"].items() if k in rows}
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    rows = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["reid_ablation"]["rows"]
+    return [f"~reid_ablation.rows.{name}" for name in rows if name not in keep]
 
 
 def make_workspace(path: Path, profile: str = "smoke", git: bool = True,
-                   ablation_rows: tuple[str, ...] | None = SMOKE_ABLATION_ROWS) -> Path:
-    """A copy of the project as a user would have it: code, dvc.yaml, params.yaml, git + DVC."""
+                   ablation_rows: tuple[str, ...] | None = SMOKE_ABLATION_ROWS, overrides: tuple[str, ...] = ()) -> Path:
+    """A copy of the project as a user would have it: code, conf/, dvc.yaml, git + DVC, and
+    params.yaml composed for `profile` exactly as `dvc exp run -S profile=...` composes it."""
+    from tasks.core.profiles import compose
+
     path.mkdir(parents=True, exist_ok=True)
     for name in CODE:
         source = ROOT / name
@@ -74,9 +90,8 @@ def make_workspace(path: Path, profile: str = "smoke", git: bool = True,
         elif source.exists():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
-    set_params(path / "params.yaml", profile=profile)
-    if ablation_rows is not None:
-        keep_ablation_rows(path / "params.yaml", ablation_rows)
+    rows = without_ablation_rows(ablation_rows) if ablation_rows is not None else []
+    compose([f"profile={profile}", *rows, *overrides], root=path)
     if git:
         run(["git", "init", "-q"], path)
         run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], path)
@@ -90,7 +105,7 @@ def kill_at_first_checkpoint(stage: str, cwd: Path, params_file: str, timeout: f
     import signal
     import time
 
-    command = [sys.executable, "-m", f"tasks.{stage}", "--params", params_file]
+    command = [*stage_command(stage), "--params", params_file]
     process = subprocess.Popen(command, cwd=cwd, env=stage_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoints = cwd / "checkpoints" / stage
@@ -132,12 +147,13 @@ def in_process(monkeypatch):
     def run_stage(stage: str, workspace: Path, *args: str) -> None:
         import importlib
 
-        from tasks.errors import run_stage_main
+        from tasks.core.errors import run_stage_main
+        from tasks.core.registry import stage_module
 
         monkeypatch.chdir(workspace)
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         try:
-            run_stage_main(importlib.import_module(f"tasks.{stage}").main, list(args))
+            run_stage_main(importlib.import_module(stage_module(stage).module).main, list(args))
         finally:
             # a stage must not leave MLflow pointed at its workspace for what runs next
             assert "MLFLOW_TRACKING_URI" not in os.environ

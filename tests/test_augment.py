@@ -11,9 +11,9 @@ import pytest
 
 from lightning_modules.augmentation import AugmentParams, SubjectAugmenter, mix_combinations, mix_subject_images
 from lightning_modules.synthworld import render_subject, subject_catalogue, view_for
-from tasks.augment import assign_splits
-from tasks.config import AugmentConfig
-from tasks.errors import InputDataError
+from tasks.msp.augment import assign_splits
+from tasks.core.params import AugmentConfig
+from tasks.core.errors import InputDataError
 from tests.conftest import make_workspace
 
 

@@ -1,15 +1,18 @@
-"""params.yaml validation: one clear line naming the key, exit code 2, nothing written."""
+"""params.yaml: composed from conf/ with a profile; validation gives one clear line naming the key,
+exit code 2, nothing written."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tasks.config import load_params, resolve
-from tasks.errors import ParamsError
+from tasks.core.params import load_params, validate as resolve
+from tasks.core.profiles import compose, profile_names
+from tasks.core.errors import ParamsError
 from tests.conftest import ROOT, run
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -25,14 +28,65 @@ def with_change(path: str, value) -> dict:
     return raw
 
 
-def test_repository_params_validate_in_both_profiles():
-    default = resolve(RAW)
-    assert default.profile == "default" and default.augment.canvas_size == RAW["augment"]["canvas_size"]
-    smoke = resolve(with_change("profile", "smoke"))
-    assert smoke.train_segmenter.max_epochs == RAW["profiles"]["smoke"]["train_segmenter"]["max_epochs"]
-    # keys the overlay does not name keep the base value
-    assert smoke.train_segmenter.lr == default.train_segmenter.lr
-    assert smoke.synthesize.num_subjects == RAW["profiles"]["smoke"]["synthesize"]["num_subjects"]
+def composed(tmp_path: Path, *overrides: str) -> dict:
+    out = tmp_path / "composed.yaml"
+    compose(list(overrides), root=ROOT, output=out)
+    return yaml.safe_load(out.read_text())
+
+
+def test_committed_params_yaml_is_conf_composed_with_the_default_profile(tmp_path):
+    # params.yaml is what DVC reads: it must never drift from conf/ (run `subjectlab params`)
+    out = tmp_path / "params.yaml"
+    compose([], root=ROOT, output=out)
+    assert out.read_text() == (ROOT / "params.yaml").read_text()
+
+
+def test_every_profile_composes_and_validates(tmp_path):
+    assert {"default", "smoke"} <= set(profile_names(ROOT))
+    for name in profile_names(ROOT):
+        params = compose([f"profile={name}"], root=ROOT, output=tmp_path / f"{name}.yaml")
+        assert params.profile == name
+
+
+def test_a_profile_overlays_the_base_and_an_override_wins_over_both(tmp_path):
+    base = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
+    smoke_overlay = yaml.safe_load((ROOT / "conf" / "profile" / "smoke.yaml").read_text())
+    smoke = composed(tmp_path, "profile=smoke")
+    assert smoke["finetune"]["max_steps"] == smoke_overlay["finetune"]["max_steps"] != base["finetune"]["max_steps"]
+    assert smoke["finetune"]["lr"] == base["finetune"]["lr"]   # keys the overlay leaves alone keep the base value
+    # one way to change a knob, whatever profile is active: an override on top
+    assert composed(tmp_path, "profile=smoke", "finetune.max_steps=3")["finetune"]["max_steps"] == 3
+    assert composed(tmp_path, "finetune.max_steps=3")["finetune"]["max_steps"] == 3
+
+
+def test_an_unknown_profile_or_key_stops_composition_and_writes_nothing(tmp_path):
+    out = tmp_path / "params.yaml"
+    with pytest.raises(ParamsError, match="profile"):
+        compose(["profile=turbo"], root=ROOT, output=out)
+    with pytest.raises(ParamsError, match=r"finetune\.max_step"):
+        compose(["finetune.max_step=3"], root=ROOT, output=out)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_typo_in_a_profile_file_is_named(tmp_path):
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    with (tmp_path / "conf" / "profile" / "smoke.yaml").open("a") as f:
+        f.write("zoo:\n  resolutoin: 64\n")
+    with pytest.raises(ParamsError, match=r"unknown key zoo\.resolutoin"):
+        compose(["profile=smoke"], root=tmp_path)
+    assert not (tmp_path / "params.yaml").exists()
+
+
+def test_subjectlab_params_composes_and_refuses_bad_overrides_in_one_line(tmp_path):
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
+    ok = run([sys.executable, "-m", "tasks.core.cli", "params", "-S", "profile=smoke", "-S", "seed=7"], tmp_path)
+    assert "profile smoke" in ok.stdout
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["seed"] == 7
+    before = (tmp_path / "params.yaml").read_text()
+    bad = run([sys.executable, "-m", "tasks.core.cli", "params", "-S", "finetune.lr=.inf"], tmp_path, check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()] and "finetune.lr" in bad.stderr
+    assert (tmp_path / "params.yaml").read_text() == before
 
 
 def test_paper_split_is_the_default():
@@ -52,7 +106,11 @@ def test_paper_split_is_the_default():
         ("trainer.precision", "fp8", "trainer.precision: Input should be"),
         ("schedule.cron", "every day", "schedule.cron: expected a 5-field cron expression"),
         ("models.segmenter_encoder_weights", "/nonexistent/resnet34.safetensors", "file not found"),
-        ("profile", "turbo", "profile: unknown profile 'turbo'"),
+        ("finetune.lr", float("inf"), "finetune.lr: Input should be a finite number"),
+        ("pretrain_base.lr", float("nan"), "pretrain_base.lr: Input should be a finite number"),
+        ("finetune.prior_preservation_weight", float("inf"), "finetune.prior_preservation_weight: Input should be a finite"),
+        ("reid.temperature", float("inf"), "reid.temperature: Input should be a finite number"),
+        ("augment.zoom_range", [0.4, float("nan")], "augment.zoom_range.1: Input should be a finite number"),
         ("train_reid.variant.global_stream", False, "train_reid.variant: csa needs global_stream: true"),
         ("reid_ablation.rows.deskpro.knowledge_propagation", "yes please",
          "reid_ablation.rows.deskpro.knowledge_propagation: Input should be a valid boolean"),
@@ -73,9 +131,6 @@ def test_unknown_keys_are_errors():
     raw = with_change("train_segmenter.lrr", 0.1)
     with pytest.raises(ParamsError, match=r"unknown key train_segmenter\.lrr"):
         resolve(raw)
-    raw = with_change("profiles.smoke.augment.canvas", 32)
-    with pytest.raises(ParamsError, match=r"unknown key profiles\.smoke\.augment\.canvas"):
-        resolve(raw)
 
 
 def test_malformed_yaml_names_the_file_and_line(tmp_path):
@@ -88,7 +143,7 @@ def test_malformed_yaml_names_the_file_and_line(tmp_path):
 def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(with_change("synthesize.image_size", 8)))
-    result = run([sys.executable, "-m", "tasks.synthesize", "--params", str(params)], tmp_path, check=False)
+    result = run([sys.executable, "-m", "tasks.synthworld.synthesize", "--params", str(params)], tmp_path, check=False)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "synthesize.image_size: Input should be greater than or equal to 48" in lines[0]
@@ -97,7 +152,7 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
 
 
 def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
-    from tasks.cli import main, stages
+    from tasks.core.cli import main, stages
 
     assert stages() == ["augment", "class_images", "evaluate_reid", "finetune", "pretrain_base", "pretrain_clip",
                         "reid_ablation", "reid_ablation_report", "synthesize", "synthesize_persons", "train_reid",
@@ -105,4 +160,4 @@ def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["synthesise"])
     assert exit_info.value.code == 2
-    assert "usage: subjectlab {augment,class_images,evaluate_reid," in capsys.readouterr().err
+    assert "usage: subjectlab {params,augment,class_images,evaluate_reid," in capsys.readouterr().err

@@ -54,8 +54,8 @@ def test_an_identifier_that_is_a_word_is_refused(tiny, identifier, message):
 
 
 def test_a_model_path_that_does_not_exist_is_named_in_the_error():
-    from tasks.config import resolve
-    from tasks.errors import ParamsError
+    from tasks.core.params import validate as resolve
+    from tasks.core.errors import ParamsError
 
     with pytest.raises(ParamsError, match=r"zoo\.text_to_image: expected tiny or the path of a local model"):
         resolve({"zoo": {"text_to_image": "models/nowhere"}})

@@ -226,7 +226,7 @@ def test_stage_writes_the_market_style_layout(tmp_path, in_process):
 
 def test_stage_rejects_a_render_size_the_factor_does_not_divide(tmp_path, in_process, capsys):
     workspace = make_workspace(tmp_path / "ws", git=False)
-    text = (workspace / "params.yaml").read_text().replace("      degrade_factor: 2\n", "      degrade_factor: 3\n")
+    text = (workspace / "params.yaml").read_text().replace("  degrade_factor: 2\n", "  degrade_factor: 3\n")
     (workspace / "params.yaml").write_text(text)
     with pytest.raises(SystemExit) as exit_info:
         in_process("synthesize_persons", workspace)

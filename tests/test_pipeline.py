@@ -22,7 +22,7 @@ def test_repro_runs_every_stage_and_writes_outputs(smoke_repo):
     workspace, result = smoke_repo
     for stage in STAGES:
         assert f"Running stage '{stage}'" in result.stdout
-    params = yaml.safe_load((workspace / "params.yaml").read_text())["profiles"]["smoke"]
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
     synth = json.loads((workspace / "metrics" / "synthesize.json").read_text())
     assert synth == {"subjects": params["synthesize"]["num_subjects"], "classes": 4,
                      "images": params["synthesize"]["num_subjects"] * params["synthesize"]["images_per_subject"],

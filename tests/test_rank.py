@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_modules.metrics import cmc_map_report, evaluate_rank
+from lightning_modules.core.metrics import cmc_map_report, evaluate_rank
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # torchreid warns that its compiled evaluator is missing

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tasks.errors import InputDataError
-from tasks.reid_folder import read_reid_folder
+from tasks.core.errors import InputDataError
+from lightning_modules.data.market1501 import read_reid_folder
 from tests.conftest import make_workspace, stage_env
 
 CLASSES = ["background", "hair", "face", "upper_clothes", "lower_clothes", "arms", "legs"]
@@ -89,7 +89,7 @@ def test_a_bad_folder_stops_the_stage_with_one_line_and_exit_2(tmp_path):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["reid"]["dataset_dir"] = "mine"
     (workspace / "mine.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, "-m", "tasks.train_reid_teacher", "--params", "mine.yaml"],
+    result = subprocess.run([sys.executable, "-m", "tasks.deskpro.train_reid_teacher", "--params", "mine.yaml"],
                             cwd=workspace, env=stage_env(), capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.reid import DeSKProModule, DeSKProNet, DeSKProWeights, IdentityBatchSampler, ReidStream
-from lightning_modules.reid.backbone import build_osnet, split_osnet
-from lightning_modules.reid.deskpro import two_stream_distance
-from lightning_modules.reid.losses import (
+from lightning_modules.deskpro import DeSKProModule, DeSKProNet, DeSKProWeights, IdentityBatchSampler, ReidStream
+from lightning_modules.deskpro.backbone import build_osnet, split_osnet
+from lightning_modules.deskpro.deskpro import two_stream_distance
+from lightning_modules.deskpro.losses import (
     cloth_irrelevant_target,
     facial_knowledge_propagation_loss,
     mask_guided_attention_loss,
 )
-from lightning_modules.reid.mbn import BRANCH_VECTORS, TRIPLET_VECTORS
+from lightning_modules.deskpro.mbn import BRANCH_VECTORS, TRIPLET_VECTORS
 
 
 def test_osnet_is_cut_after_the_first_layer_of_conv3():
@@ -134,7 +134,7 @@ def test_identity_batches_hold_k_images_of_p_identities():
 
 
 def test_identity_batches_split_whole_identities_across_ranks(monkeypatch):
-    import lightning_modules.reid.sampler as sampler_module
+    import lightning_modules.deskpro.sampler as sampler_module
 
     pids = [i // 4 for i in range(48)]  # 12 identities
     per_rank = {}
@@ -160,8 +160,8 @@ def test_model_round_trip(tmp_path):
 
 
 def test_a_file_that_is_no_exported_model_is_a_clear_error(tmp_path):
-    from tasks.errors import InputDataError
-    from tasks.reid_setup import load_restorer_model
+    from tasks.core.errors import InputDataError
+    from tasks.deskpro.setup import load_restorer_model
 
     for name in ("gpen.pt2", "gpen.pt"):
         (tmp_path / name).write_bytes(b"not a model")

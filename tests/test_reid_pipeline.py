@@ -15,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from flows.dag import stage_order
-from tasks.config import load_params
+from tasks.core.params import load_params
 from tests.conftest import dvc, kill_at_first_checkpoint, make_workspace, python_stage
 
 pytestmark = pytest.mark.slow
@@ -71,9 +71,9 @@ def test_ablation_rows_each_have_a_run_and_a_table_line(smoke_repo):
 
 def test_evaluation_equals_torchreid_on_the_same_distance_matrix(smoke_repo):
     workspace, _ = smoke_repo
-    from lightning_modules.reid import DeSKProNet
-    from lightning_modules.reid.evaluation import distance_matrix, evaluate
-    from tasks.reid_setup import embed_protocols, load_folder
+    from lightning_modules.deskpro import DeSKProNet
+    from lightning_modules.deskpro.evaluation import distance_matrix, evaluate
+    from tasks.deskpro.setup import embed_protocols, load_folder
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -110,7 +110,7 @@ def persons_copy(smoke_repo, tmp_path):
 def test_ddp_on_cpu_with_two_processes_deals_whole_identities(persons_copy):
     params = yaml.safe_load((persons_copy / "params.yaml").read_text())
     params["trainer"].update(strategy="ddp", devices=2, accelerator="cpu")
-    params["profiles"]["smoke"]["train_reid"].update(max_epochs=2)
+    params["train_reid"].update(max_epochs=2)
     (persons_copy / "ddp.yaml").write_text(yaml.safe_dump(params))
     result = python_stage("train_reid", persons_copy, "--params", "ddp.yaml")
     log = result.stdout + result.stderr
@@ -125,8 +125,8 @@ def test_ddp_on_cpu_with_two_processes_deals_whole_identities(persons_copy):
 def test_killed_teacher_run_resumes_from_its_last_checkpoint(persons_copy):
     shutil.rmtree(persons_copy / "data" / "models" / "reid_teacher")
     params = yaml.safe_load((persons_copy / "params.yaml").read_text())
-    params["profiles"]["smoke"]["train_reid_teacher"].update(max_epochs=20, limit_train_batches=2)
-    params["profiles"]["smoke"]["trainer"].update(checkpoint_every_n_steps=2, log_every_n_steps=1)
+    params["train_reid_teacher"].update(max_epochs=20, limit_train_batches=2)
+    params["trainer"].update(checkpoint_every_n_steps=2, log_every_n_steps=1)
     (persons_copy / "resume.yaml").write_text(yaml.safe_dump(params))
     last = kill_at_first_checkpoint("train_reid_teacher", persons_copy, "resume.yaml")
     checkpoints = persons_copy / "checkpoints" / "train_reid_teacher"
@@ -162,7 +162,7 @@ def test_an_exported_face_restorer_is_applied_to_each_face(persons_copy, kind):
     cwd = os.getcwd()
     os.chdir(persons_copy)
     try:
-        from tasks.reid_setup import load_folder, person_dataset, restorer
+        from tasks.deskpro.setup import load_folder, person_dataset, restorer
 
         loaded = load_params("restorer.yaml")
         folder = load_folder(loaded)

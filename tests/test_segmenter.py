@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models import resnet34
 
-from lightning_modules.metrics import confusion_matrix, iou_from_confusion
+from lightning_modules.core.metrics import confusion_matrix, iou_from_confusion
 from lightning_modules.segmentation import ResNet34UNet, SubjectSegmenter, evaluate_iou
-from lightning_modules.training import NonFiniteLossError
+from lightning_modules.core.losses import NonFiniteLossError
 
 
 def test_forward_and_encoder_features():

@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from lightning_modules.synthworld import render_subject, subject_catalogue, view_for
-from tasks.errors import InputDataError
-from tasks.subjects_folder import load_subject_image, read_subjects_folder
+from tasks.core.errors import InputDataError
+from lightning_modules.data.subjects import load_subject_image, read_subjects_folder
 from tests.conftest import make_workspace
 
 

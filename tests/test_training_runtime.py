@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def write_params(workspace, **train_segmenter) -> str:
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["profiles"]["smoke"]["train_segmenter"].update(train_segmenter)
+    params["train_segmenter"].update(train_segmenter)
     return params
 
 
@@ -38,7 +38,7 @@ def test_ddp_on_cpu_with_two_processes(augmented_copy):
 
 def test_killed_run_resumes_from_its_last_checkpoint(augmented_copy):
     params = write_params(augmented_copy, max_epochs=3, limit_train_batches=4)
-    params["profiles"]["smoke"]["trainer"].update(checkpoint_every_n_steps=4, log_every_n_steps=1)
+    params["trainer"].update(checkpoint_every_n_steps=4, log_every_n_steps=1)
     (augmented_copy / "resume.yaml").write_text(yaml.safe_dump(params))
     last = kill_at_first_checkpoint("train_segmenter", augmented_copy, "resume.yaml")
     checkpoints = augmented_copy / "checkpoints" / "train_segmenter"

@@ -20,7 +20,7 @@ from transformers import CLIPTextModel
 
 from lightning_modules.diffusion.adapters import FinetuneMode, set_up_mode
 from lightning_modules.diffusion.losses import denoising_losses, encode_latents
-from lightning_modules.training import check_finite
+from lightning_modules.core.losses import check_finite
 
 
 class SubjectFinetuner(L.LightningModule):

@@ -17,7 +17,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPModel, CLIPTextModel
 
 from lightning_modules.diffusion.losses import denoising_losses, encode_latents
-from lightning_modules.training import check_finite
+from lightning_modules.core.losses import check_finite
 
 
 class VaePretrainer(L.LightningModule):

@@ -9,7 +9,7 @@ import lightning as L
 import numpy as np
 
 from lightning_modules.diffusion.pipeline import generate, make_pipeline
-from lightning_modules.visual import image_grid
+from lightning_modules.core.visual import image_grid
 
 
 class ValidationImages(L.Callback):

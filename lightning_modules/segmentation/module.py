@@ -8,9 +8,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.metrics import confusion_matrix, iou_from_confusion
+from lightning_modules.core.metrics import confusion_matrix, iou_from_confusion
 from lightning_modules.segmentation.unet import ResNet34UNet
-from lightning_modules.training import check_finite
+from lightning_modules.core.losses import check_finite
 
 
 class SubjectSegmenter(L.LightningModule):

@@ -1,6 +1,0 @@
-"""Metrics shared by the methods (plain functions over tensors)."""
-
-from lightning_modules.metrics.iou import confusion_matrix, iou_from_confusion
-from lightning_modules.metrics.rank import cmc_map_report, evaluate_rank
-
-__all__ = ["cmc_map_report", "confusion_matrix", "evaluate_rank", "iou_from_confusion"]

@@ -1,0 +1,90 @@
+"""params.yaml sections of the DeSKPro stages: the shared reid section, teacher, student, evaluation, Table 3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from tasks.core.section import BatchLimit, Section
+
+
+class ReidConfig(Section):
+    """Shared by the DeSKPro stages: data, input sizes, batches, optimisation, eq. 3-7 constants."""
+
+    dataset_dir: Path = Path("data/persons")   # a Market-1501-style folder (see README)
+    image_size: tuple[PositiveInt, PositiveInt] = (128, 64)   # height, width
+    face_size: int = Field(32, ge=8, le=256)
+    embedding_dim: PositiveInt = 128
+    identities_per_batch: int = Field(16, ge=2)   # P
+    images_per_identity: int = Field(4, ge=2)     # K
+    lr: PositiveFloat = 6e-4
+    weight_decay: float = Field(5e-4, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    triplet_margin: PositiveFloat = 0.3
+    # Section 3.1: epsilon 0.1, lambda 7; tau 5 and alpha 0.7 for Celeb-reID(-light),
+    # tau 1 and alpha 0.8 for PRCC.
+    cloth_mask_epsilon: float = Field(0.1, ge=0, le=1)
+    attention_loss_weight: float = Field(7.0, ge=0)
+    temperature: PositiveFloat = 5.0
+    alpha: float = Field(0.7, ge=0, le=1)
+
+
+class Variant(Section):
+    """A row of DeSKPro's Table 3."""
+
+    global_stream: bool = True
+    csa: bool = True
+    attention_loss: bool = True
+    face_stream: Literal["none", "student", "teacher"] = "student"
+    knowledge_propagation: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Variant":
+        if self.csa and not self.global_stream:
+            raise ValueError("csa needs global_stream: true")
+        if self.attention_loss and not self.csa:
+            raise ValueError("attention_loss supervises the CSA attention: it needs csa: true")
+        if self.knowledge_propagation and self.face_stream != "student":
+            raise ValueError("knowledge_propagation trains a student: it needs face_stream: student")
+        if not self.global_stream and self.face_stream == "none":
+            raise ValueError("needs global_stream: true or a face_stream")
+        return self
+
+    @property
+    def trains_something(self) -> bool:
+        """False for the teacher alone (Table 3, model 6): it was trained by its own stage."""
+        return self.global_stream or self.face_stream == "student"
+
+
+class TrainReidTeacherConfig(Section):
+    max_epochs: PositiveInt = 30
+    limit_train_batches: BatchLimit = 1.0
+
+
+class TrainReidConfig(Section):
+    variant: Variant = Variant()
+    max_epochs: PositiveInt = 30
+    limit_train_batches: BatchLimit = 1.0
+
+
+class EvaluateReidConfig(Section):
+    max_rank: PositiveInt = 50
+    batch_size: PositiveInt = 64
+    retrieval_queries: PositiveInt = 6    # rows of the retrieval picture per protocol
+    attention_images: PositiveInt = 4     # images in the Fig. 3 attention picture
+
+
+class ReidAblationConfig(Section):
+    max_epochs: PositiveInt = 30
+    limit_train_batches: BatchLimit = 1.0
+    rows: dict[str, Variant] = {}
+
+    @field_validator("rows")
+    @classmethod
+    def _names(cls, value: dict[str, Variant]) -> dict[str, Variant]:
+        for name in value:
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"row name {name!r}: use letters, digits and underscores")
+        return value

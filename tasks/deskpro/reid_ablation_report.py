@@ -1,0 +1,86 @@
+"""Stage `reid_ablation_report`: the rows of Table 3 side by side (Markdown, CSV, MLflow)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Optional
+
+import mlflow
+
+from tasks.core.errors import InputDataError, run_stage_main
+from tasks.core.outputs import atomic_outputs
+from tasks.core.stage import stage_params
+from tasks.core.tracking import stage_run
+
+STAGE = "reid_ablation_report"
+# Table 3's columns: body stream G, CSA, L_att; face stream phi_s^-, phi_s^+, phi_t.
+COMPONENTS = ("G", "CSA", "L_att", "phi_s-", "phi_s+", "phi_t")
+
+
+def components(variant: dict) -> dict[str, bool]:
+    face = variant["face_stream"]
+    return {"G": variant["global_stream"], "CSA": variant["csa"], "L_att": variant["attention_loss"],
+            "phi_s-": face == "student" and not variant["knowledge_propagation"],
+            "phi_s+": face == "student" and variant["knowledge_propagation"], "phi_t": face == "teacher"}
+
+
+def read_rows(directory: Path, names: list[str]) -> list[dict]:
+    rows = []
+    for name in names:
+        path = directory / f"{name}.json"
+        if not path.is_file():
+            raise InputDataError(f"{path}: missing; run the row first (dvc repro reid_ablation@{name})")
+        rows.append(json.loads(path.read_text()))
+    return rows
+
+
+def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    protocols = list(rows[0]["test"]) if rows else []
+    header = ["model", *COMPONENTS] + [f"{p} {m}" for p in protocols for m in ("R-1", "R-5", "mAP")]
+    body = []
+    for row in rows:
+        marks = components(row["variant"])
+        cells = [row["row"], *("x" if marks[c] else "" for c in COMPONENTS)]
+        for p in protocols:
+            result = row["test"].get(p, {})
+            cells += [f"{100 * result[k]:.1f}" if k in result else "-" for k in ("rank1", "rank5", "mAP")]
+        body.append(cells)
+    return header, body
+
+
+def markdown(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    params = stage_params(STAGE, argv)
+    names = list(params.reid_ablation.rows)
+    rows = read_rows(params.paths.metrics / "reid_ablation", names)
+    header, body = table(rows)
+    targets = (params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
+    with stage_run(STAGE, params), atomic_outputs(*targets) as (tmp_metrics, tmp_plots):
+        mlflow.log_param("reid_ablation_report.rows", ",".join(names))
+        tmp_plots.mkdir(parents=True)
+        text = markdown(header, body)
+        (tmp_plots / "table.md").write_text(text)
+        with (tmp_plots / "table.csv").open("w", newline="") as f:
+            csv.writer(f).writerows([header, *body])
+        # One line per row and protocol: what `dvc plots` draws as bars.
+        with (tmp_plots / "rank1.csv").open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["model", "protocol", "rank1", "mAP"])
+            for row in rows:
+                for protocol, result in row["test"].items():
+                    writer.writerow([row["row"], protocol, result["rank1"], result["mAP"]])
+        summary = {row["row"]: row["test"] for row in rows}
+        tmp_metrics.write_text(json.dumps(summary, indent=2) + "\n")
+        mlflow.log_artifacts(str(tmp_plots), artifact_path="reid_ablation")
+        print(text, flush=True)
+
+
+if __name__ == "__main__":
+    run_stage_main(main)

@@ -1,0 +1,62 @@
+"""Stage `class_images`: DreamBooth's class images, drawn by the base model from the class
+prompt ("a cartoon") for every class noun of the subjects; fine-tuning's prior preservation
+term keeps the model's class prior close to these."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import mlflow
+from PIL import Image
+
+from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline
+from lightning_modules.core.visual import image_grid
+from tasks.core.params import Params
+from tasks.diffusion.setup import enlarge, manifest_rows
+from tasks.core.errors import run_stage_main
+from tasks.core.outputs import atomic_outputs
+from tasks.core.stage import stage_params
+from tasks.core.tracking import log_image, stage_run
+from tasks.diffusion.models import base_model_path
+
+STAGE = "class_images"
+PROMPTS = "prompts.csv"
+
+
+def class_nouns(params: Params) -> list[str]:
+    return sorted({row["class_noun"] for row in manifest_rows(params)})
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = stage_params(STAGE, argv)
+    cfg = params.class_images
+    nouns = class_nouns(params)
+    pipe = make_pipeline(load_text_to_image(base_model_path(params)))
+    target = params.paths.data / "class_images"
+    with stage_run(STAGE, params), atomic_outputs(target, params.paths.plots / STAGE) as (tmp, tmp_plots):
+        rows, rows_of_grid = [], []
+        for c, noun in enumerate(nouns):
+            prompt = cfg.prompt.format(class_noun=noun)
+            images = generate(pipe, [prompt] * cfg.images_per_class, seed=params.seed + 1000 * c,
+                              steps=cfg.inference_steps, guidance_scale=cfg.guidance_scale, desc=noun)
+            (tmp / noun).mkdir(parents=True)
+            for i, image in enumerate(images):
+                name = f"{noun}/{i:04d}.png"
+                Image.fromarray(image).save(tmp / name)
+                rows.append({"image": name, "class_noun": noun, "prompt": prompt})
+            rows_of_grid += list(images[:8])
+        with (tmp / PROMPTS).open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["image", "class_noun", "prompt"])
+            writer.writeheader()
+            writer.writerows(rows)
+        grid = enlarge(image_grid(rows_of_grid, columns=min(8, cfg.images_per_class)))
+        tmp_plots.mkdir()
+        Image.fromarray(grid).save(tmp_plots / "class_images.png")
+        log_image(grid, "class_images/class_images.png")
+        mlflow.log_metric("class_images", len(rows))
+        (tmp / "classes.json").write_text(json.dumps(nouns) + "\n")
+
+
+if __name__ == "__main__":
+    run_stage_main(main)

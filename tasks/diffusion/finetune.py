@@ -1,0 +1,186 @@
+"""Stage `finetune`: multi-subject joint DreamBooth (MSP 2(i)) and the baselines of the MSP
+and VideoDreamer tables, one mode per run (params.finetune.mode):
+
+    full | lora | textual_inversion | custom_diffusion
+
+Every subject of the augment stage gets its own new identifier token, initialised from a
+rare token; instance prompts are "a <id> <class>"; with prior preservation each batch also
+holds class images of the class_images stage. Trains with the shared Trainer factory (DDP,
+mixed precision, gradient accumulation by params), resumes a killed run, draws validation
+images every N steps into MLflow, and writes weights stock diffusers loads
+(lightning_modules/diffusion/export.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+
+import lightning as L
+import mlflow
+import torch
+from PIL import Image
+
+from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs, load_pixels
+from lightning_modules.diffusion.export import export_finetuned
+from lightning_modules.diffusion.finetune import SubjectFinetuner
+from lightning_modules.diffusion.identifiers import IdentifierError, add_identifier_tokens, check_class_nouns
+from lightning_modules.diffusion.pipeline import load_text_to_image, resolution_of
+from lightning_modules.diffusion.specificity import guidance_directions, probe_latents, prompt_shift, specificity
+from lightning_modules.diffusion.tokenizer import load_rare_tokens
+from lightning_modules.diffusion.validation import ValidationImages
+from tasks.core.params import Params
+from tasks.core.curves import write_curves
+from tasks.core.trainer import fit
+from tasks.diffusion.setup import enlarge, manifest_rows, seeded_loader
+from tasks.core.errors import InputDataError, run_stage_main
+from tasks.core.outputs import atomic_outputs
+from tasks.core.stage import is_rank_zero, stage_params
+from lightning_modules.data.subjects import SubjectImage, SubjectRecord
+from tasks.core.tracking import log_image, stage_run
+from tasks.diffusion.models import base_model_path
+
+STAGE = "finetune"
+
+
+def read_subjects(params: Params) -> list[SubjectRecord]:
+    """The augment stage's subjects with their training images; one without any is an error."""
+    root = params.paths.data / "augmented"
+    names = [n for n in json.loads((root / "classes.json").read_text()) if n != "background"]
+    found: dict[str, dict] = {}
+    for row in manifest_rows(params):
+        entry = found.setdefault(row["subject"], {"identifier": row["identifier"], "class_noun": row["class_noun"],
+                                                  "images": []})
+        if row["split"] == "train":
+            entry["images"].append(SubjectImage(root / row["image"], root / row["mask"]))
+    subjects = []
+    for name in names:
+        entry = found.get(name)
+        if entry is None or not entry["images"]:
+            raise InputDataError(f"{root / 'manifest.csv'}: subject {name!r} has no training images")
+        subjects.append(SubjectRecord(name, entry["identifier"], entry["class_noun"], tuple(entry["images"])))
+    return subjects
+
+
+def read_class_images(params: Params, nouns: set[str]) -> dict[str, list[CaptionedImage]]:
+    root = params.paths.data / "class_images"
+    prompts = root / "prompts.csv"
+    if not prompts.is_file():
+        raise InputDataError(f"{prompts}: missing; run the class_images stage (or set finetune.prior_preservation: false)")
+    images: dict[str, list[CaptionedImage]] = {}
+    with prompts.open(newline="") as f:
+        for row in csv.DictReader(f):
+            images.setdefault(row["class_noun"], []).append(CaptionedImage(root / row["image"], row["prompt"]))
+    for noun in sorted(nouns):
+        if noun not in images:
+            raise InputDataError(f"{prompts}: no class images of class {noun!r}; rerun class_images")
+    return images
+
+
+class LanguageDrift:
+    """The guidance directions of the identifier prompts and of other prompts (class prompts,
+    scene-only prompts) on fixed noisy latents of the subjects, before and after fine-tuning."""
+
+    def __init__(self, params: Params, components: dict, subjects: list[SubjectRecord], resolution: int):
+        self.components = components
+        self.identifier_prompts = [s.prompt for s in subjects]
+        scenes = sorted({row.get("scene_caption") for row in manifest_rows(params) if row.get("scene_caption")})
+        self.other_prompts = sorted({f"a {s.class_noun}" for s in subjects}) + scenes[:4]
+        pixels = torch.stack([load_pixels(s.images[0].image, resolution) for s in subjects[:8]])
+        self.noisy, self.timesteps = probe_latents(components["vae"], components["scheduler"], pixels, params.seed)
+        self.before = self.directions()
+
+    def directions(self) -> dict:
+        c = self.components
+        return guidance_directions(c["unet"], c["text_encoder"], c["tokenizer"], self.noisy, self.timesteps,
+                                   self.identifier_prompts + self.other_prompts)
+
+    def measure(self) -> dict:
+        shift = prompt_shift(self.before, self.directions())
+        result = specificity(shift, self.identifier_prompts, self.other_prompts)
+        # JSON and MLflow have no infinity: no other prompt moved at all (textual inversion)
+        result = {k: (round(v, 6) if v != float("inf") else None) for k, v in result.items()}
+        return {**result, "prompts": {p: round(v, 6) for p, v in shift.items()}}
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = stage_params(STAGE, argv)
+    cfg = params.finetune
+    subjects = read_subjects(params)
+    base = base_model_path(params)
+    class_images = read_class_images(params, {s.class_noun for s in subjects}) if cfg.prior_preservation else {}
+
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    components = load_text_to_image(base)
+    tokenizer = components["tokenizer"]
+    rare = cfg.rare_tokens or load_rare_tokens(base / "tokenizer")
+    if not rare:
+        raise InputDataError(f"finetune.rare_tokens: {base / 'tokenizer'} lists no rare tokens; name some rarely "
+                             "used single tokens of its vocabulary to initialise the identifiers from")
+    try:
+        check_class_nouns(tokenizer, sorted({s.class_noun for s in subjects}))
+        tokens = add_identifier_tokens(tokenizer, components["text_encoder"], [s.identifier for s in subjects], rare)
+    except IdentifierError as err:
+        raise InputDataError(f"finetune: {err}") from None
+
+    module = SubjectFinetuner(
+        components["unet"], components["vae"], components["text_encoder"], components["scheduler"], mode=cfg.mode,
+        identifier_ids=[t.token_id for t in tokens], prior_preservation_weight=cfg.prior_preservation_weight,
+        lr=cfg.lr, text_encoder_lr=cfg.text_encoder_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
+        adam_betas=cfg.adam_betas, adam_epsilon=cfg.adam_epsilon, warmup_steps=cfg.warmup_steps,
+        train_text_encoder=cfg.train_text_encoder, train_identifier_embeddings=cfg.train_identifier_embeddings,
+        lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, gradient_checkpointing=cfg.gradient_checkpointing)
+    resolution = resolution_of(components)
+    instances = [CaptionedImage(image.image, s.prompt) for s in subjects for image in s.images]
+    classes = [s.class_noun for s in subjects for _ in s.images]
+    dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, resolution)
+    loader = seeded_loader(dataset, cfg.batch_size, params)
+    manifest = params.paths.data / "augmented" / "manifest.csv"
+    key = {"manifest": hashlib.sha256(manifest.read_bytes()).hexdigest(), "base": str(base)}
+    prompts = [s.prompt for s in subjects[:8]] + [f"a {subjects[0].class_noun}"]
+
+    if not is_rank_zero():  # a DDP worker: train, leave outputs and tracking to rank zero
+        fit(params, STAGE, module, train_dataloaders=loader, max_steps=cfg.max_steps, run=None, checkpoint_key=key,
+            accumulate_grad_batches=cfg.accumulate_grad_batches)
+        return
+
+    drift = LanguageDrift(params, components, subjects, resolution)
+    grids: dict[int, object] = {}
+
+    def keep_grid(step: int, grid) -> None:
+        grids[step] = grid
+        log_image(enlarge(grid), f"finetune/validation/step_{step:06d}.png")
+
+    validation = ValidationImages(prompts, cfg.validation_every_n_steps, tokenizer=tokenizer, seed=params.seed,
+                                  steps=cfg.validation_inference_steps, guidance_scale=cfg.guidance_scale,
+                                  sink=keep_grid)
+    target = params.paths.data / "models" / "finetuned"
+    outputs = (target, params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
+    with stage_run(STAGE, params) as run, atomic_outputs(*outputs) as (tmp, tmp_metrics, tmp_plots):
+        fitted = fit(params, STAGE, module, train_dataloaders=loader, max_steps=cfg.max_steps, run=run,
+                     checkpoint_key=key, callbacks=[validation], accumulate_grad_batches=cfg.accumulate_grad_batches)
+        trainer, history, checkpoints = fitted.trainer, fitted.history, fitted.checkpoints
+        if trainer.global_step not in grids:
+            keep_grid(trainer.global_step, validation.draw(module))
+        export_finetuned(components, cfg.mode, tokens, tmp, {
+            "base_model": str(base), "prompts": {s.name: s.prompt for s in subjects},
+            "subjects": {s.name: {"identifier": s.identifier, "class_noun": s.class_noun} for s in subjects}})
+        tmp_plots.mkdir()
+        write_curves(history, tmp_plots)
+        Image.fromarray(enlarge(grids[trainer.global_step])).save(tmp_plots / "validation.png")
+        trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
+        metrics = {"mode": cfg.mode, "steps": trainer.global_step, "trained_parameters": trained,
+                   "final_loss": history.train[-1]["loss"] if history.train else None,
+                   "subjects": len(subjects), "instance_images": len(instances), "language_drift": drift.measure()}
+        tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+        mlflow.log_metric("trained_parameters", trained)
+        mlflow.log_metrics({f"language_drift/{k}": v for k, v in metrics["language_drift"].items()
+                            if isinstance(v, float)})
+        mlflow.log_artifacts(str(tmp), artifact_path="finetuned")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    run_stage_main(main)

@@ -1,0 +1,130 @@
+"""Stage `pretrain_base`: teach the tiny text-to-image model SynthWorld's classes and scenes.
+
+DreamBooth's prior preservation needs a base model for which "a cartoon on a beach" gives
+a cartoon on a beach. A real Stable Diffusion has that prior; the tiny model learns it here
+from the augment stage's training images captioned by class and scene (never by subject
+identifier): first the VAE, then UNet + text encoder. When params.zoo.text_to_image names a
+real model the stage records that model and trains nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import numpy as np
+import torch
+from PIL import Image
+
+from lightning_modules.diffusion.data import CaptionedImages, load_pixels
+from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline, resolution_of, save_pipeline
+from lightning_modules.diffusion.pretrain import TextToImagePretrainer, VaePretrainer, latent_scaling_factor
+from lightning_modules.diffusion.tokenizer import load_rare_tokens, save_rare_tokens
+from lightning_modules.synthworld.scenes import SCENE_KINDS, Scene
+from lightning_modules.core.visual import image_grid
+from tasks.core.curves import write_curves
+from tasks.core.trainer import fit
+from tasks.diffusion.setup import class_captions, enlarge, seeded_loader
+from tasks.core.errors import InputDataError, run_stage_main
+from tasks.core.outputs import atomic_outputs
+from tasks.core.stage import is_rank_zero, stage_params
+from tasks.core.tracking import log_image, stage_run
+from tasks.diffusion.models import base_dir, write_record, zoo_model
+
+STAGE = "pretrain_base"
+
+
+def sample_prompts(class_nouns: list[str]) -> list[str]:
+    """One row per class, one column per scene kind (up to 4): the prior at a glance."""
+    scenes = [Scene(i, kind).caption for i, kind in enumerate(SCENE_KINDS[:4])]
+    return [f"a {noun} {scene}" for noun in class_nouns for scene in scenes]
+
+
+@torch.no_grad()
+def reconstructions(vae, paths: list[Path], resolution: int) -> np.ndarray:
+    pixels = torch.stack([load_pixels(p, resolution) for p in paths])
+    decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
+    to_uint8 = lambda t: ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()  # noqa: E731
+    return image_grid(list(to_uint8(pixels)) + list(to_uint8(decoded)), columns=len(paths))
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = stage_params(STAGE, argv)
+    cfg = params.pretrain_base
+    zoo = zoo_model(params, "text_to_image")
+    target = base_dir(params)
+    if not zoo["tiny"]:
+        if is_rank_zero():
+            with stage_run(STAGE, params), atomic_outputs(target, params.paths.metrics / f"{STAGE}.json",
+                                                          params.paths.plots / STAGE) as (tmp, tmp_metrics, tmp_plots):
+                write_record(tmp, Path(zoo["path"]), pretrained=False)
+                tmp_metrics.write_text(json.dumps({"skipped": True}) + "\n")
+                tmp_plots.mkdir()
+                mlflow.set_tag("subjectlab.skipped", "real base model")
+        return
+
+    items = class_captions(params)
+    if not items:
+        raise InputDataError("data/augmented/manifest.csv: no training images to pretrain on")
+    L.seed_everything(params.seed, workers=True, verbose=False)
+    components = load_text_to_image(Path(zoo["path"]))
+    tokenizer = components["tokenizer"]
+    resolution = resolution_of(components)
+    dataset = CaptionedImages(items, tokenizer, resolution, caption_dropout=cfg.caption_dropout, seed=params.seed)
+    loader = seeded_loader(dataset, cfg.batch_size, params)
+    key = {"images": [str(i.path) for i in items[:3]], "count": len(items), "zoo": zoo["path"]}
+
+    def pretrain(run):
+        # 1. the autoencoder, so that latents are pictures compressed, not noise
+        vae_fit = fit(params, STAGE, VaePretrainer(components["vae"], cfg.vae_lr, cfg.kl_weight),
+                      train_dataloaders=loader, max_steps=cfg.vae_steps, run=run,
+                      checkpoint_key={**key, "phase": "vae"})
+        components["vae"].eval()
+        probe = torch.stack([dataset[i]["pixel_values"] for i in range(min(len(dataset), 64))])
+        components["vae"].register_to_config(scaling_factor=latent_scaling_factor(components["vae"], probe))
+        # 2. the denoiser and the text encoder on captions, the VAE frozen
+        module = TextToImagePretrainer(components["unet"], components["vae"], components["text_encoder"],
+                                       components["scheduler"], cfg.lr, cfg.weight_decay)
+        return vae_fit, fit(params, STAGE, module, train_dataloaders=loader, max_steps=cfg.steps, run=run,
+                            checkpoint_key={**key, "phase": "unet"})
+
+    if not is_rank_zero():  # a DDP worker: train, leave outputs and tracking to rank zero
+        pretrain(None)
+        return
+    with stage_run(STAGE, params) as run, atomic_outputs(target, params.paths.metrics / f"{STAGE}.json",
+                                                         params.paths.plots / STAGE) as (tmp, tmp_metrics, tmp_plots):
+        vae_fit, unet_fit = pretrain(run)
+        vae_trainer, vae_history, trainer, history = vae_fit.trainer, vae_fit.history, unet_fit.trainer, unet_fit.history
+        save_pipeline(components, tmp / "pipeline")
+        rare = load_rare_tokens(Path(zoo["path"]) / "tokenizer")
+        if rare is not None:
+            save_rare_tokens(tmp / "pipeline" / "tokenizer", rare)
+        write_record(tmp, target / "pipeline", pretrained=True)
+
+        nouns = sorted({i.caption.split()[1] for i in items})
+        samples = generate(make_pipeline(components), sample_prompts(nouns), seed=params.seed,
+                           steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale, desc="samples")
+        grid = enlarge(image_grid(list(samples), columns=4))
+        recon = enlarge(reconstructions(components["vae"], [i.path for i in items[:8]], resolution))
+        tmp_plots.mkdir()
+        Image.fromarray(grid).save(tmp_plots / "samples.png")
+        Image.fromarray(recon).save(tmp_plots / "vae_reconstructions.png")
+        write_curves(history, tmp_plots)
+        write_curves(vae_history, tmp_plots / "vae")
+        log_image(grid, "pretrain_base/samples.png")
+        log_image(recon, "pretrain_base/vae_reconstructions.png")
+        metrics = {"vae": {"steps": vae_trainer.global_step, "final_loss": vae_history.train[-1]["loss"] if vae_history.train else None},
+                   "denoiser": {"steps": trainer.global_step, "final_loss": history.train[-1]["loss"] if history.train else None},
+                   "latent_scaling_factor": components["vae"].config.scaling_factor,
+                   "training_images": len(items)}
+        tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
+        mlflow.log_metric("latent_scaling_factor", metrics["latent_scaling_factor"])
+    for directory in (vae_fit.checkpoints, unet_fit.checkpoints):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    run_stage_main(main)

@@ -1,0 +1,1 @@
+"""Stages that write SynthWorld: subjects and scenes (synthesize), cloth-changing persons."""

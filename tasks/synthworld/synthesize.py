@@ -1,0 +1,75 @@
+"""Stage `synthesize`: write SynthWorld's subjects folder and background scenes.
+
+Outputs (under paths.data/synthworld): subjects/ in the subjects-folder layout that a user's
+own folder also follows, scenes/*.png with scenes.yaml captions, and a contact sheet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import yaml
+from PIL import Image
+from tqdm import tqdm
+
+from lightning_modules.synthworld import render_scene, render_subject, scene_catalogue, subject_catalogue, view_for
+from lightning_modules.core.visual import image_grid
+from tasks.core.params import Params
+from tasks.core.errors import run_stage_main
+from tasks.core.outputs import atomic_outputs
+from tasks.core.stage import stage_params
+from lightning_modules.data.subjects import write_subjects_yaml
+from tasks.core.tracking import log_image, stage_run
+
+STAGE = "synthesize"
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+def write_synthworld(params: Params, out: Path) -> dict:
+    cfg = params.synthesize
+    specs = subject_catalogue(cfg.num_subjects)
+    sheet = []
+    for spec in tqdm(specs, desc="subjects", unit="subject"):
+        for k in range(cfg.images_per_subject):
+            image, mask = render_subject(spec, view_for(spec.class_index, k, params.seed), cfg.image_size)
+            save_png(image, out / "subjects" / spec.name / "images" / f"{k:03d}.png")
+            save_png(mask.astype(np.uint8) * 255, out / "subjects" / spec.name / "masks" / f"{k:03d}.png")
+            if k < 4:
+                sheet.append(image)
+    write_subjects_yaml(out / "subjects", [
+        {"name": s.name, "identifier": s.identifier, "class_noun": s.class_noun} for s in specs
+    ])
+    scenes = scene_catalogue(cfg.num_scenes)
+    for scene in tqdm(scenes, desc="scenes", unit="scene"):
+        save_png(render_scene(scene, cfg.scene_size, params.seed), out / "scenes" / f"{scene.index:03d}.png")
+    (out / "scenes" / "scenes.yaml").write_text(yaml.safe_dump(
+        {"scenes": [{"file": f"{s.index:03d}.png", "kind": s.kind, "caption": s.caption} for s in scenes]},
+        sort_keys=False))
+    log_image(image_grid(sheet, columns=4), "synthworld/subjects.png")
+    return {
+        "subjects": len(specs),
+        "classes": len({s.class_noun for s in specs}),
+        "images": len(specs) * cfg.images_per_subject,
+        "scenes": len(scenes),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = stage_params(STAGE, argv)
+    out = params.paths.data / "synthworld"
+    metrics_file = params.paths.metrics / f"{STAGE}.json"
+    with stage_run(STAGE, params), atomic_outputs(out, metrics_file) as (tmp, tmp_metrics):
+        counts = write_synthworld(params, tmp)
+        tmp_metrics.write_text(json.dumps(counts, indent=2) + "\n")
+        mlflow.log_metrics({k: float(v) for k, v in counts.items()})
+
+
+if __name__ == "__main__":
+    run_stage_main(main)
