@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 
-# Stages run as `python -m tasks.<stage>` from dvc.yaml: the venv's python must come first.
+# Stages run as `python -m tasks.<method>.<stage>` from dvc.yaml: the venv's python must come first.
 export PATH := $(BIN):$(PATH)
 # No telemetry from DVC, MLflow or Prefect.
 export DO_NOT_TRACK := 1
@@ -22,7 +22,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --progress-bar off -c constraints.txt -e '.[test]'
 	touch $@
 
+# The demo: params.yaml composed from conf/ on the default profile, then the whole pipeline.
 demo: install
+	subjectlab params
 	dvc repro
 
 test: install

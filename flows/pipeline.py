@@ -21,6 +21,7 @@ from prefect.runtime import flow_run
 
 from flows.dag import stage_order
 from tasks.core.params import load_params
+from tasks.core.quiet import silence_known_noise
 from tasks.core.tracking import PARENT_RUN_ENV, experiment_id, git_commit, tracking_uri
 
 STAGE_STARTED = "Running stage"
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workspace", default=".")
     parser.add_argument("--stage", action="append", dest="stages", help="run only this stage (repeatable)")
     args = parser.parse_args(argv)
+    silence_known_noise()
     pipeline(workspace=args.workspace, stages=args.stages)
 
 

@@ -1,0 +1,1 @@
+"""The science of subjectlab: networks, LightningModules, samplers, losses and metrics, per method."""

@@ -1,0 +1,1 @@
+"""subjectlab stages: tasks/core is the runtime they share, tasks/<method>/ one module per stage."""

@@ -22,6 +22,12 @@ def test_repro_runs_every_stage_and_writes_outputs(smoke_repo):
     workspace, result = smoke_repo
     for stage in STAGES:
         assert f"Running stage '{stage}'" in result.stdout
+    # the README's command shows the project's progress, not library noise (tasks/core/quiet.py)
+    console = result.stdout + result.stderr
+    for noise in ("GPU available:", "💡 Tip", "LeafSpec", "in eval mode", "Creating initial MLflow database",
+                  "was configured so 100%"):
+        assert noise not in console, noise
+    assert "Epoch 0/" in console   # Lightning's progress bar still shows
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     synth = json.loads((workspace / "metrics" / "synthesize.json").read_text())
     assert synth == {"subjects": params["synthesize"]["num_subjects"], "classes": 4,

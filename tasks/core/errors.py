@@ -25,6 +25,9 @@ class ParamsError(UserError):
 
 def run_stage_main(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
     """Run a stage entry point; report user mistakes in one line and exit 2."""
+    from tasks.core.quiet import silence_known_noise
+
+    silence_known_noise()
     try:
         main(argv)
     except UserError as err:

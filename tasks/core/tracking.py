@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -94,9 +95,13 @@ def stage_run(stage: str, params: Params) -> Iterator[Optional[Run]]:
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that when the stage ends
     # so that a stage called in-process (a notebook, a test) leaves no global behind.
     previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    started = time.monotonic()
     try:
         with _stage_run(stage, params) as run:
             yield run
+        # One line per stage: what finished, how long it took, where to look.
+        print(f"{stage}: done in {time.monotonic() - started:.0f} s (MLflow run {run.info.run_id[:8]}, "
+              f"experiment {params.mlflow.experiment})", flush=True)
     finally:
         mlflow.set_tracking_uri(previous_uri)
 

@@ -1,0 +1,48 @@
+"""A console that shows the project's own progress and real warnings, not library noise.
+
+Each entry below is a message a library prints on every run that asks nothing of the user:
+Lightning's hardware inventory and product tips, its note that a frozen sub-module (a VAE,
+a teacher) is in eval mode, which this project does on purpose, MLflow's database set-up
+lines, and a torch deprecation raised inside Lightning's own code. Each is silenced at its
+source by its exact text; every other warning and log line still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+LIGHTNING_INFO_NOISE = (
+    "GPU available:", "TPU available:", "HPU available:",   # the hardware comes from params.trainer
+    "💡 Tip:",                                              # product tips
+    "was configured so 100% of the batches",                # restates the limit_*_batches we passed
+    "Loading `train_dataloader` to estimate number of stepping batches",
+)
+QUIET_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")   # "Creating initial MLflow database tables..."
+WARNING_NOISE = (
+    # torch deprecates LeafSpec; Lightning's own pytree helper still checks for it
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # frozen VAEs and teachers are in eval mode on purpose
+    (r"Found \d+ module\(s\) in eval mode at the start of training", Warning),
+)
+
+
+class _DropLines(logging.Filter):
+    def __init__(self, fragments: tuple[str, ...]):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(fragment in message for fragment in self.fragments)
+
+
+def silence_known_noise() -> None:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(LIGHTNING_INFO_NOISE))
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message, category in WARNING_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
