@@ -8,9 +8,9 @@ DreamBoothPairs through the same DataLoader settings, with the optimizer and LR 
 
 - lightning: `lightning.Trainer(accelerator="cpu", max_steps=...)` fits the module, as the
   finetune stage does (its `training_step`, with its `self.log` calls and the finite check);
-- plain: a `for batch in loader` loop doing the same math (VAE encode, denoising losses,
-  instance + lambda * prior loss, finite check), `backward`, `optimizer.step`, `zero_grad`,
-  `scheduler.step`.
+- plain: a `for batch in loader` loop calling the same `compute_loss` that `training_step`
+  calls (VAE encode, denoising losses, instance + lambda * prior loss) and the same finite
+  check, then `backward`, `optimizer.step`, `zero_grad`, `scheduler.step`.
 
 On the tiny model a step is short, so whatever the Trainer adds per step (hooks, logging,
 the closure, the prefetching fetcher) shows; with the real SD model it would vanish into the
@@ -37,9 +37,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs
-from lightning_modules.diffusion.finetune import SubjectFinetuner
+from lightning_modules.diffusion.finetune import FinetuneSettings, SubjectFinetuner
 from lightning_modules.diffusion.identifiers import add_identifier_tokens
-from lightning_modules.diffusion.losses import denoising_losses, encode_latents
 from lightning_modules.diffusion.tiny import TinySizes, tiny_text_to_image
 from lightning_modules.diffusion.tokenizer import build_word_tokenizer, rare_token_pool, synthworld_words
 from lightning_modules.synthworld.subjects import CLASS_NOUNS, IDENTIFIER_POOL
@@ -80,11 +79,11 @@ def build(args: argparse.Namespace, images) -> tuple[SubjectFinetuner, DataLoade
     components = tiny_text_to_image(tokenizer, TinySizes(resolution=args.resolution))
     tokens = add_identifier_tokens(tokenizer, components["text_encoder"], list(IDENTIFIER_POOL[:args.subjects]),
                                    rare_token_pool(64))
-    module = SubjectFinetuner(
-        components["unet"], components["vae"], components["text_encoder"], components["scheduler"], mode="lora",
-        identifier_ids=[t.token_id for t in tokens], prior_preservation_weight=1.0, lr=1e-3, text_encoder_lr=5e-5,
-        embedding_lr=5e-3, weight_decay=1e-2, lora_rank=4, lora_alpha=4.0,
-        train_identifier_embeddings=True)  # the finetune stage's default: identifier rows learn too
+    settings = FinetuneSettings(mode="lora", prior_preservation_weight=1.0, lr=1e-3, text_encoder_lr=5e-5,
+                                embedding_lr=5e-3, weight_decay=1e-2, lora_rank=4, lora_alpha=4.0,
+                                train_identifier_embeddings=True)  # the stage's default: identifier rows learn too
+    module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
+                              components["scheduler"], settings, identifier_ids=[t.token_id for t in tokens])
     instances, classes, class_images = images
     dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, args.resolution)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True,
@@ -119,28 +118,17 @@ def run_lightning(args: argparse.Namespace, images) -> float:
     return args.steps / (clock.stop - clock.start)
 
 
-def training_loss(module: SubjectFinetuner, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-    """SubjectFinetuner.training_step's math without `self.log`."""
-    pixels, input_ids = batch["pixel_values"], batch["input_ids"]
-    instances = len(pixels)
-    pixels = torch.cat([pixels, batch["class_pixel_values"]])
-    input_ids = torch.cat([input_ids, batch["class_input_ids"]])
-    latents = encode_latents(module.vae, pixels)
-    losses = denoising_losses(module.unet, module.text_encoder, module.noise_scheduler, latents, input_ids)
-    loss = losses[:instances].mean() + module.prior_preservation_weight * losses[instances:].mean()
-    return check_finite(loss, "fine-tuning loss", step)
-
-
 def run_plain(args: argparse.Namespace, images) -> float:
     module, loader = build(args, images)
     module.train()
+    module.on_fit_start()   # the modes Lightning's fit sets: the frozen VAE in eval
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
     torch.manual_seed(args.seed)
     step, start = 0, 0.0
     while step < args.warmup + args.steps:
         for batch in loader:
-            loss = training_loss(module, batch, step)
+            loss = check_finite(module.compute_loss(batch).loss, "fine-tuning loss", step)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -46,7 +46,7 @@ def measure(config: str, args: argparse.Namespace) -> dict:
 
     def step() -> None:
         with autocast:
-            loss = module.loss_terms(batch).total(7.0, 0.7 if config == "deskpro" else 0.0)
+            loss, _ = module.compute_loss(batch)  # eq. 7 exactly as training_step computes it
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs, load_pixels
 from lightning_modules.diffusion.export import export_finetuned, load_finetuned
-from lightning_modules.diffusion.finetune import SubjectFinetuner
+from lightning_modules.diffusion.finetune import FinetuneSettings, SubjectFinetuner
 from lightning_modules.diffusion.identifiers import add_identifier_tokens
 from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline
 from lightning_modules.diffusion.specificity import guidance_directions, probe_latents, prompt_shift, specificity
@@ -48,7 +48,12 @@ def test_zoo_pretraining_and_finetune_run_in_the_smoke_repro(smoke_repo):
     assert base["denoiser"]["steps"] == params["pretrain_base"]["steps"]
     assert base["vae"]["steps"] == params["pretrain_base"]["vae_steps"]
     clip = json.loads((workspace / "metrics" / "pretrain_clip.json").read_text())
-    assert clip["caption_retrieval_top1"]["after"] > clip["caption_retrieval_top1"]["before"]
+    retrieval = clip["heldout_caption_retrieval_top1"]   # measured on the augment stage's val images
+    with (workspace / "data" / "augmented" / "manifest.csv").open() as f:
+        splits = [row["split"] for row in csv.DictReader(f)]
+    assert retrieval["split"] == "val" and retrieval["images"] == splits.count("val") > 0
+    assert clip["training_images"] == splits.count("train")
+    assert retrieval["after"] > retrieval["before"]
     finetune = json.loads((workspace / "metrics" / "finetune.json").read_text())
     assert finetune["mode"] == "lora" and finetune["steps"] == params["finetune"]["max_steps"]
     drift = finetune["language_drift"]   # every identifier prompt, every class prompt, scene prompts
@@ -113,10 +118,10 @@ def finetune_setup(workspace: Path, prior_preservation: bool):
 
 
 def finetuner(components: dict, tokens, mode: str, lr: float, **options) -> SubjectFinetuner:
+    settings = FinetuneSettings(mode=mode, prior_preservation_weight=1.0, lr=lr, text_encoder_lr=1e-4,
+                                embedding_lr=5e-2, weight_decay=1e-2, train_identifier_embeddings=True, **options)
     return SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
-                            components["scheduler"], mode=mode, identifier_ids=[t.token_id for t in tokens],
-                            prior_preservation_weight=1.0, lr=lr, text_encoder_lr=1e-4, embedding_lr=5e-2,
-                            weight_decay=1e-2, train_identifier_embeddings=True, **options)
+                            components["scheduler"], settings, identifier_ids=[t.token_id for t in tokens])
 
 
 @pytest.mark.parametrize("mode", ["full", "lora", "textual_inversion", "custom_diffusion"])

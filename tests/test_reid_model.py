@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_modules.deskpro import DeSKProModule, DeSKProNet, DeSKProWeights, IdentityBatchSampler, ReidStream
+from lightning_modules.core.losses import NonFiniteLossError
+from lightning_modules.deskpro import (
+    DeSKProModule,
+    DeSKProNet,
+    DeSKProWeights,
+    FaceTeacherModule,
+    IdentityBatchSampler,
+    ReidStream,
+)
 from lightning_modules.deskpro.backbone import build_osnet, split_osnet
 from lightning_modules.deskpro.deskpro import two_stream_distance
 from lightning_modules.deskpro.losses import (
@@ -86,6 +94,36 @@ def test_total_loss_is_eq_7():
     total.backward()
     assert all(p.grad is None for p in module.teacher.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.student.parameters())
+
+
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no Trainer: logging is a no-op
+def test_compute_loss_is_what_training_step_returns():
+    # compute_loss is what benchmarks call: it must be training_step's loss, logging apart.
+    make = lambda csa=False: ReidStream(4, embedding_dim=8, csa=csa)  # noqa: E731
+    module = DeSKProModule(4, make(True), make(), make(), DeSKProWeights(alpha=0.7), attention_loss=True)
+    torch.manual_seed(0)
+    loss, terms = module.compute_loss(_batch())
+    assert set(terms) == {"attention", "triplet", "fkp", "ce_student", "ce_global"}
+    expected = 7 * terms["attention"] + terms["triplet"] + 0.7 * terms["fkp"] + 0.3 * terms["ce_student"] \
+        + terms["ce_global"]
+    assert torch.allclose(loss, expected)
+    torch.manual_seed(0)
+    assert torch.allclose(module.training_step(_batch(), 0), loss)
+    # without a teacher there is no L_fkp, and alpha does not shrink the student's CE
+    no_teacher = DeSKProModule(4, None, make(), None, DeSKProWeights(alpha=0.0), attention_loss=False)
+    loss, terms = no_teacher.compute_loss(_batch())
+    assert terms["fkp"].item() == 0 and torch.allclose(loss, terms["triplet"] + terms["ce_student"])
+
+
+def test_face_teacher_loss_is_ce_plus_triplet_and_must_be_finite():
+    module = FaceTeacherModule(ReidStream(4, embedding_dim=8), num_classes=4)
+    loss, terms = module.compute_loss(_batch())
+    assert set(terms) == {"ce", "triplet"} and all(v.item() > 0 for v in terms.values())
+    assert torch.allclose(loss, terms["ce"] + terms["triplet"])
+    batch = _batch()
+    batch["restored_face"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="train_reid_teacher loss became nan at step 0"):
+        module.training_step(batch, 0)
 
 
 def test_images_without_a_face_stay_out_of_the_face_terms():

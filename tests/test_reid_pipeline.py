@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from flows.dag import stage_order
 from tasks.core.params import load_params
-from tests.conftest import dvc, kill_at_first_checkpoint, make_workspace, python_stage
+from tests.conftest import dvc, edit_params, kill_at_first_checkpoint, make_workspace, python_stage
 
 pytestmark = pytest.mark.slow
 
@@ -53,18 +53,37 @@ def test_reid_stages_run_in_the_smoke_repro(smoke_repo):
     assert json.loads((workspace / "data/models/reid/deskpro.json").read_text())["face_kind"] == "student"
 
 
+# The rows whose teacher stream is tested on restored faces: with the smoke profile's clean
+# restorer, SynthWorld's own face renders, so they are oracle rows.
+ORACLE_ROWS = {"teacher", "deskpro_star"}
+
+
+def table_lines(workspace) -> tuple[list[list[str]], list[str]]:
+    """(cells of each Markdown table line, the text after the table) of the ablation report."""
+    text = (workspace / "plots" / "reid_ablation_report" / "table.md").read_text().splitlines()
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in text if line.startswith("|")]
+    return cells, [line for line in text if line and not line.startswith("|")]
+
+
 def test_ablation_rows_each_have_a_run_and_a_table_line(smoke_repo):
+    from tasks.deskpro.reid_ablation_report import DISTILLED_NOTE, ORACLE_NOTE
+
     workspace, _ = smoke_repo
     rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
-    table = (workspace / "plots" / "reid_ablation_report" / "table.md").read_text().splitlines()
-    assert [line.split("|")[1].strip() for line in table[2:]] == rows
+    (header, _, *body), footnotes = table_lines(workspace)
+    assert [cells[0] for cells in body] == rows
+    oracle = header.index("oracle")
+    assert {cells[0] for cells in body if cells[oracle] == "x"} == ORACLE_ROWS
+    assert footnotes == [ORACLE_NOTE, DISTILLED_NOTE]  # student_fkp learnt from the teacher on clean faces
     summary = json.loads((workspace / "metrics" / "reid_ablation_report.json").read_text())
-    assert list(summary) == rows and all(set(v) == PROTOCOLS for v in summary.values())
+    assert list(summary) == rows and all(set(v) == PROTOCOLS | {"oracle"} for v in summary.values())
+    assert {row for row, values in summary.items() if values["oracle"]} == ORACLE_ROWS
     grouped = runs_by_stage(workspace)
     for row in rows:
         (run,) = grouped[f"reid_ablation@{row}"]
         assert run.info.status == "FINISHED" and run.data.tags["subjectlab.ablation_row"] == row
         assert "test.prcc_cross.rank1" in run.data.metrics and run.data.params["row"] == row
+        assert run.data.tags["subjectlab.oracle"] == str(row in ORACLE_ROWS).lower()
     teacher_row = json.loads((workspace / "metrics" / "reid_ablation" / "teacher.json").read_text())
     assert teacher_row["training"]["global_step"] == 0  # model 6 is the teacher itself: nothing to train
 
@@ -189,3 +208,72 @@ def test_every_ablation_row_of_params_yaml_is_a_dvc_stage(tmp_path):
         assert order.index(f"reid_ablation@{row}") < order.index("reid_ablation_report")
     listed = dvc(workspace, "stage", "list").stdout
     assert all(f"reid_ablation@{row}" in listed for row in rows)
+
+
+def test_only_a_clean_restorer_makes_the_teacher_rows_oracle_rows(tmp_path):
+    from tasks.deskpro.oracle import sees_oracle_faces
+
+    workspace = make_workspace(tmp_path / "ws", git=False, ablation_rows=None)
+    (tmp_path / "gpen.pt2").write_bytes(b"")  # params only check that a restorer model file exists
+    for restorer, expected in (("clean", ORACLE_ROWS), ("bicubic", set()), (str(tmp_path / "gpen.pt2"), set())):
+        edit_params(workspace / "params.yaml", **{"models.face_restorer": restorer})
+        params = load_params(workspace / "params.yaml")
+        assert {name for name, variant in params.reid_ablation.rows.items()
+                if sees_oracle_faces(params, variant)} == expected, restorer
+
+
+def write_ablation_row(workspace, name: str, restorer: str) -> None:
+    """metrics/reid_ablation/<name>.json as the row stage writes it, with made-up test numbers."""
+    from tasks.deskpro.oracle import sees_oracle_faces
+
+    edit_params(workspace / "params.yaml", **{"models.face_restorer": restorer})
+    params = load_params(workspace / "params.yaml")
+    variant = params.reid_ablation.rows[name]
+    result = {"rank1": 0.5, "rank5": 0.75, "rank10": 0.875, "mAP": 0.25}
+    row = {"row": name, "variant": variant.model_dump(), "face_restorer": restorer,
+           "oracle": sees_oracle_faces(params, variant), "training": {}, "test": {p: result for p in PROTOCOLS}}
+    path = workspace / "metrics" / "reid_ablation" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+
+
+def test_report_marks_oracle_rows_in_every_output_and_only_for_a_clean_restorer(tmp_path, in_process):
+    import csv
+
+    from tasks.deskpro.reid_ablation_report import DISTILLED_NOTE, ORACLE_NOTE
+
+    workspace = make_workspace(tmp_path / "ws", git=False)
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    plots = workspace / "plots" / "reid_ablation_report"
+    for restorer, oracle_rows in (("clean", ORACLE_ROWS), ("bicubic", set())):
+        for name in rows:
+            write_ablation_row(workspace, name, restorer)
+        in_process("reid_ablation_report", workspace)
+        (header, _, *body), footnotes = table_lines(workspace)
+        column = header.index("oracle")
+        assert {cells[0] for cells in body if cells[column] == "x"} == oracle_rows
+        assert footnotes == ([ORACLE_NOTE, DISTILLED_NOTE] if restorer == "clean" else [])
+        with (plots / "table.csv").open(newline="") as f:
+            table = list(csv.DictReader(f))
+        assert {r["model"] for r in table if r["oracle"] == "x"} == oracle_rows
+        summary = json.loads((workspace / "metrics" / "reid_ablation_report.json").read_text())
+        assert {name for name, values in summary.items() if values["oracle"]} == oracle_rows
+        with (plots / "rank1.csv").open(newline="") as f:  # the bar plot has no footnote: the name says it
+            labels = {r["model"] for r in csv.DictReader(f)}
+        assert labels == {f"{name} (oracle)" if name in oracle_rows else name for name in rows}
+
+
+def test_report_asks_to_rerun_a_row_written_before_oracle_rows_were_marked(tmp_path, in_process, capsys):
+    workspace = make_workspace(tmp_path / "ws", git=False)
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    for name in rows:
+        write_ablation_row(workspace, name, "clean")
+    path = workspace / "metrics" / "reid_ablation" / "teacher.json"
+    old = json.loads(path.read_text())
+    del old["oracle"], old["face_restorer"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(SystemExit) as stopped:
+        in_process("reid_ablation_report", workspace)
+    assert stopped.value.code != 0
+    assert "teacher.json: no face_restorer, oracle; run the row again" in capsys.readouterr().err
+    assert not (workspace / "plots" / "reid_ablation_report").exists()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import json
+
 import lightning as L
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from torchvision.models import resnet34
 from lightning_modules.core.metrics import confusion_matrix, iou_from_confusion
 from lightning_modules.segmentation import ResNet34UNet, SubjectSegmenter, evaluate_iou
 from lightning_modules.core.losses import NonFiniteLossError
+from tests.conftest import edit_params
 
 
 def test_forward_and_encoder_features():
@@ -82,6 +86,13 @@ def test_a_few_training_steps_learn_the_segments(tmp_path):
     assert after["iou"]["red"] > 0.3 and after["iou"]["green"] > 0.3
 
 
+def test_compute_loss_is_the_pixel_cross_entropy():
+    net = ResNet34UNet(3, [8, 8, 8, 8, 8]).eval()
+    images, labels = squares(4).tensors
+    loss, terms = SubjectSegmenter(net).compute_loss((images, labels))
+    assert terms == {} and torch.allclose(loss, torch.nn.functional.cross_entropy(net(images), labels))
+
+
 def test_non_finite_loss_stops_training(tmp_path):
     net = ResNet34UNet(3, [8, 8, 8, 8, 8])
     data = squares(4)
@@ -90,3 +101,29 @@ def test_non_finite_loss_stops_training(tmp_path):
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     with pytest.raises(NonFiniteLossError, match="train_segmenter loss became nan at step 0"):
         trainer.fit(SubjectSegmenter(net), DataLoader(data, batch_size=4))
+
+
+@pytest.mark.slow
+def test_without_a_test_split_the_stage_names_val_as_what_it_measured(augmented_copy, in_process, capsys):
+    # augment.test_count: 0, as augment would have written it: the manifest has no test rows.
+    manifest = augmented_copy / "data" / "augmented" / "manifest.csv"
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["split"] != "test")
+    edit_params(augmented_copy / "params.yaml", **{"augment.test_count": 0, "train_segmenter.limit_train_batches": 2})
+
+    in_process("train_segmenter", augmented_copy)
+    assert "augment.test_count is 0, so the final IoU is measured on the val split" in capsys.readouterr().out
+    metrics = json.loads((augmented_copy / "metrics" / "train_segmenter.json").read_text())
+    assert metrics["evaluated_on"] == "val" and "test" not in metrics
+    assert {"mIoU", "subject_mIoU", "pixel_accuracy", "iou"} <= set(metrics["val"])
+    assert metrics["global_step"] == 2
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{augmented_copy / 'mlflow' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("subjectlab").experiment_id])
+    assert "val.mIoU" in run.data.metrics and not any(k.startswith("test.") for k in run.data.metrics)

@@ -43,18 +43,28 @@ class FaceTeacherModule(L.LightningModule):
         self.opt = opt
         self.losses = IdentityLosses(num_classes, opt.label_smoothing, opt.triplet_margin)
 
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_ce(I^t) + L_trip(R^t) on the restored faces, and its two terms by name."""
+        labels = batch["label"]
+        out = self.teacher(batch["restored_face"]).mbn
+        terms = {"ce": self.losses.ce(out.logits, labels), "triplet": self.losses.trip(out.triplet_features, labels)}
+        return terms["ce"] + terms["triplet"], terms
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        faces, labels = batch["restored_face"], batch["label"]
-        out = self.teacher(faces).mbn
-        ce, trip = self.losses.ce(out.logits, labels), self.losses.trip(out.triplet_features, labels)
-        loss = check_finite(ce + trip, "train_reid_teacher loss", self.global_step)
-        n = labels.shape[0]
-        self.log_dict({"train/ce": ce, "train/triplet": trip}, on_step=True, batch_size=n)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
-        return loss
+        return _checked_and_logged(self, batch, "train_reid_teacher loss")
 
     def configure_optimizers(self):
         return _adam_with_cosine(self, self.opt)
+
+
+def _checked_and_logged(module: L.LightningModule, batch: dict[str, torch.Tensor], what: str) -> torch.Tensor:
+    """A training step of either module: its `compute_loss`, the finite check, the curves."""
+    loss, terms = module.compute_loss(batch)
+    loss = check_finite(loss, what, module.global_step)
+    n = batch["label"].shape[0]
+    module.log_dict({f"train/{name}": value for name, value in terms.items()}, on_step=True, batch_size=n)
+    module.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+    return loss
 
 
 @dataclass(frozen=True)
@@ -122,17 +132,15 @@ class DeSKProModule(L.LightningModule):
                                                               self.weights.temperature)
         return terms
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L of eq. 7 and its terms by name (a term the variant lacks is zero)."""
         terms = self.loss_terms(batch)
+        # Without a teacher there is no L_fkp: the student's own CE takes its whole share.
         alpha = self.weights.alpha if self.teacher is not None else 0.0
-        loss = check_finite(terms.total(self.weights.attention_loss_weight, alpha), "train_reid loss",
-                            self.global_step)
-        n = batch["label"].shape[0]
-        self.log_dict({"train/attention": terms.attention, "train/triplet": terms.triplet,
-                       "train/fkp": terms.fkp, "train/ce_student": terms.ce_student,
-                       "train/ce_global": terms.ce_global}, on_step=True, batch_size=n)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
-        return loss
+        return terms.total(self.weights.attention_loss_weight, alpha), dict(vars(terms))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return _checked_and_logged(self, batch, "train_reid loss")
 
     def configure_optimizers(self):
         return _adam_with_cosine(self, self.opt)

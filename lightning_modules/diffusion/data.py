@@ -35,7 +35,12 @@ def tokenize(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> torc
 
 class CaptionedImages(Dataset):
     """Pairs for base pretraining and CLIP. A caption is dropped (replaced by "") with
-    probability `caption_dropout`, which is what classifier-free guidance samples from."""
+    probability `caption_dropout`, which is what classifier-free guidance samples from.
+
+    Which captions are dropped is drawn from (seed, epoch, index): redrawn every epoch, so over
+    a run every image serves now and then as an unconditional sample (not the same tenth every
+    time), yet reproducible by seed and alike on every rank. The training module moves the
+    epoch on (`set_epoch`) at every epoch start."""
 
     def __init__(self, items: Sequence[CaptionedImage], tokenizer: PreTrainedTokenizerBase, resolution: int,
                  caption_dropout: float = 0.0, seed: int = 0, image_processor: Callable | None = None):
@@ -48,11 +53,17 @@ class CaptionedImages(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def dropped(self, index: int) -> bool:
+        """Whether item `index` goes without its caption in the current epoch."""
+        return bool(self.caption_dropout) and \
+            random.Random(f"{self.seed}/{self.epoch}/{index}").random() < self.caption_dropout
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.items[index]
-        caption = item.caption
-        if self.caption_dropout and random.Random(f"{self.seed}/{self.epoch}/{index}").random() < self.caption_dropout:
-            caption = ""
+        caption = "" if self.dropped(index) else item.caption
         if self.image_processor is not None:
             with Image.open(item.path) as image:
                 pixels = self.image_processor(images=image.convert("RGB"), return_tensors="pt").pixel_values[0]

@@ -4,7 +4,8 @@ whose image/text similarities mean something on SynthWorld.
 - `VaePretrainer`: the autoencoder first (reconstruction + a small KL term), so latents are
   a compressed image and decoding gives pictures;
 - `TextToImagePretrainer`: UNet and text encoder on captions ("a cartoon on a beach") with
-  the VAE frozen; captions are dropped at random so classifier-free guidance works;
+  the VAE frozen; captions are dropped at random (redrawn every epoch) so classifier-free
+  guidance works;
 - `ClipPretrainer`: CLIP's symmetric contrastive loss on image/caption pairs.
 """
 
@@ -28,13 +29,18 @@ class VaePretrainer(L.LightningModule):
     def on_fit_start(self) -> None:
         self.vae.train()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, reconstruction loss): reconstruction MSE + kl_weight * KL per pixel value."""
         pixels = batch["pixel_values"]
         posterior = self.vae.encode(pixels).latent_dist
         reconstruction = self.vae.decode(posterior.sample()).sample
         reconstruction_loss = F.mse_loss(reconstruction, pixels)
         kl = posterior.kl().mean() / pixels[0].numel()
-        loss = check_finite(reconstruction_loss + self.kl_weight * kl, "VAE loss", self.global_step)
+        return reconstruction_loss + self.kl_weight * kl, reconstruction_loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, reconstruction_loss = self.compute_loss(batch)
+        check_finite(loss, "VAE loss", self.global_step)
         self.log("train/reconstruction", reconstruction_loss, on_step=True, on_epoch=False)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
@@ -65,10 +71,28 @@ class TextToImagePretrainer(L.LightningModule):
         self.text_encoder.train()
         self.vae.eval()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def on_train_start(self) -> None:
+        # A resumed run starts mid-epoch, where Lightning skips on_train_epoch_start.
+        self._redraw_caption_dropout()
+
+    def on_train_epoch_start(self) -> None:
+        self._redraw_caption_dropout()
+
+    def _redraw_caption_dropout(self) -> None:
+        # Pretraining runs by max_steps over many epochs: without this the same images would be
+        # the unconditional ones in every epoch. A loader with workers forks them when an epoch's
+        # iterator is made, which Lightning does after this hook, except for the first epoch of a
+        # run (a resumed run's workers draw that one epoch as epoch 0 would).
+        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         latents = encode_latents(self.vae, batch["pixel_values"])
-        loss = denoising_losses(self.unet, self.text_encoder, self.noise_scheduler, latents, batch["input_ids"]).mean()
-        check_finite(loss, "denoising loss", self.global_step)
+        return denoising_losses(self.unet, self.text_encoder, self.noise_scheduler, latents, batch["input_ids"]).mean()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = check_finite(self.compute_loss(batch), "denoising loss", self.global_step)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
@@ -85,7 +109,8 @@ class ClipPretrainer(L.LightningModule):
     def on_fit_start(self) -> None:
         self.clip.train()
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """CLIP's symmetric cross-entropy over the batch's image/caption similarities."""
         # Same captions in one batch are positives of each other, not negatives: CLIP's
         # one-hot targets would push apart two "a dog on a beach" pictures.
         out = self.clip(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"])
@@ -93,9 +118,11 @@ class ClipPretrainer(L.LightningModule):
         same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
         targets = same / same.sum(1, keepdim=True)
         logits = out.logits_per_image
-        loss = 0.5 * (torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
+        return 0.5 * (torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
                       + torch.sum(-targets * F.log_softmax(logits.t(), 1), 1).mean())
-        check_finite(loss, "CLIP loss", self.global_step)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = check_finite(self.compute_loss(batch), "CLIP loss", self.global_step)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 

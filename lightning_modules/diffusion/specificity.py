@@ -70,3 +70,32 @@ def specificity(shift: dict[str, float], identifier_prompts: Sequence[str], othe
     largest = max(others)
     return {"identifier_shift": identifier, "other_shift": sum(others) / len(others), "largest_other_shift": largest,
             "specificity": identifier / largest if largest > 0 else float("inf")}
+
+
+class LanguageDrift:
+    """The guidance directions of the identifier prompts and of other prompts (class prompts,
+    scene-only prompts) on fixed noisy latents of the subjects' `pixels`, measured at
+    construction (before fine-tuning) and again by `measure` (after it).
+
+    `components` holds the unet, vae, text_encoder, tokenizer and scheduler being fine-tuned;
+    they are read, not copied, so `measure` sees whatever training did to them."""
+
+    def __init__(self, components: dict, identifier_prompts: Sequence[str], other_prompts: Sequence[str],
+                 pixels: torch.Tensor, seed: int):
+        self.components = components
+        self.identifier_prompts, self.other_prompts = list(identifier_prompts), list(other_prompts)
+        self.noisy, self.timesteps = probe_latents(components["vae"], components["scheduler"], pixels, seed)
+        self.before = self.directions()
+
+    def directions(self) -> dict[str, torch.Tensor]:
+        c = self.components
+        return guidance_directions(c["unet"], c["text_encoder"], c["tokenizer"], self.noisy, self.timesteps,
+                                   self.identifier_prompts + self.other_prompts)
+
+    def measure(self) -> dict:
+        """`specificity` of the shifts since construction, and every prompt's shift, rounded."""
+        shift = prompt_shift(self.before, self.directions())
+        result = specificity(shift, self.identifier_prompts, self.other_prompts)
+        # JSON and MLflow have no infinity: no other prompt moved at all (textual inversion)
+        result = {k: (round(v, 6) if v != float("inf") else None) for k, v in result.items()}
+        return {**result, "prompts": {p: round(v, 6) for p, v in shift.items()}}

@@ -24,10 +24,15 @@ class SubjectSegmenter(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def compute_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Pixel-wise cross-entropy over the subject classes; it is the only term, so no terms apart."""
         images, labels = batch
-        loss = check_finite(F.cross_entropy(self(images), labels), "train_segmenter loss", self.global_step)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=images.shape[0])
+        return F.cross_entropy(self(images), labels), {}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.compute_loss(batch)
+        loss = check_finite(loss, "train_segmenter loss", self.global_step)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch[0].shape[0])
         return loss
 
     def on_validation_epoch_start(self) -> None:

@@ -39,9 +39,11 @@ from tasks.core.schema.diffusion import (
 from tasks.core.schema.msp import AugmentConfig, TrainSegmenterConfig
 from tasks.core.schema.synthworld import SynthesizeConfig, SynthesizePersonsConfig
 
-__all__ = ["DEFAULT_PARAMS_FILE", "Params", "TINY", "Variant", "load_params", "validate"]
+__all__ = ["DEFAULT_PARAMS_FILE", "ORACLE_RESTORER", "Params", "TINY", "Variant", "load_params", "validate"]
 
 DEFAULT_PARAMS_FILE = "params.yaml"
+# models.face_restorer: SynthWorld's clean face renders, an oracle restorer no real system has.
+ORACLE_RESTORER = "clean"
 
 
 class PathsConfig(Section):
@@ -81,7 +83,7 @@ class ModelsConfig(Section):
     reid_backbone_weights: Optional[Path] = None
     # clean: SynthWorld's clean face renders (an oracle restorer); bicubic: no restoration;
     # or the path of an exported face-restoration model (torch.export .pt2 or TorchScript; e.g. GPEN).
-    face_restorer: str = "clean"
+    face_restorer: str = ORACLE_RESTORER
 
     @field_validator("segmenter_encoder_weights", "reid_backbone_weights")
     @classmethod

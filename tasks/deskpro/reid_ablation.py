@@ -16,6 +16,7 @@ from tasks.core.params import load_params
 from tasks.core.errors import ParamsError, run_stage_main
 from tasks.deskpro.evaluate_reid import evaluate_model
 from tasks.core.outputs import atomic_outputs
+from tasks.deskpro.oracle import sees_oracle_faces
 from tasks.deskpro.setup import load_folder
 from tasks.core.stage import is_rank_zero, parse_stage_args
 from tasks.core.tracking import flatten, log_metrics_tree, stage_run
@@ -41,7 +42,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         return
     metrics_file = params.paths.metrics / STAGE / f"{args.row}.json"
     with stage_run(stage, params) as run, atomic_outputs(metrics_file) as (tmp_metrics,):
+        oracle = sees_oracle_faces(params, variant)
         mlflow.set_tag("subjectlab.ablation_row", args.row)
+        mlflow.set_tag("subjectlab.oracle", str(oracle).lower())  # a filter in the MLflow compare view
         mlflow.log_params(flatten({"row": args.row, "variant": variant.model_dump(),
                                    "reid": params.effective()["reid"],
                                    "reid_ablation": {k: v for k, v in params.effective()[STAGE].items()
@@ -49,7 +52,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         net, training, state = train_variant(params, stage, folder, variant, max_epochs=cfg.max_epochs,
                                              limit_train_batches=cfg.limit_train_batches, run=run)
         report = evaluate_model(params, folder, net, None, f"ablation/{args.row}")
-        result = {"row": args.row, "variant": variant.model_dump(), "training": training, "test": report}
+        result = {"row": args.row, "variant": variant.model_dump(), "face_restorer": params.models.face_restorer,
+                  "oracle": oracle, "training": training, "test": report}
         tmp_metrics.write_text(json.dumps(result, indent=2) + "\n")
         log_metrics_tree({"test": report})
     if state is not None:

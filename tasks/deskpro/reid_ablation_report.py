@@ -10,6 +10,7 @@ from typing import Optional
 import mlflow
 
 from tasks.core.errors import InputDataError, run_stage_main
+from tasks.core.params import ORACLE_RESTORER
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import stage_params
 from tasks.core.tracking import stage_run
@@ -17,6 +18,15 @@ from tasks.core.tracking import stage_run
 STAGE = "reid_ablation_report"
 # Table 3's columns: body stream G, CSA, L_att; face stream phi_s^-, phi_s^+, phi_t.
 COMPONENTS = ("G", "CSA", "L_att", "phi_s-", "phi_s+", "phi_t")
+# Beside them: whether the row was tested on oracle faces (tasks.deskpro.oracle.sees_oracle_faces).
+ORACLE = "oracle"
+ORACLE_NOTE = ("oracle: these rows are tested on SynthWorld's clean face renders (models.face_restorer: clean; "
+               "for a folder of your own, its faces/), a perfect restorer no real system has, so their numbers "
+               "are optimistic. With bicubic or a restorer model they are not oracle rows.")
+# L_fkp's teacher sees restored faces in training, so a clean restorer reaches phi_s^+ there too.
+DISTILLED_NOTE = ("phi_s+ rows are tested on the low-resolution faces alone, but their L_fkp soft labels "
+                  "came from the teacher on the clean face renders.")
+ROW_KEYS = ("variant", "face_restorer", "oracle", "test")
 
 
 def components(variant: dict) -> dict[str, bool]:
@@ -32,17 +42,22 @@ def read_rows(directory: Path, names: list[str]) -> list[dict]:
         path = directory / f"{name}.json"
         if not path.is_file():
             raise InputDataError(f"{path}: missing; run the row first (dvc repro reid_ablation@{name})")
-        rows.append(json.loads(path.read_text()))
+        row = json.loads(path.read_text())
+        missing = [key for key in ROW_KEYS if key not in row]
+        if missing:
+            raise InputDataError(f"{path}: no {', '.join(missing)}; run the row again "
+                                 f"(dvc repro -f reid_ablation@{name})")
+        rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     protocols = list(rows[0]["test"]) if rows else []
-    header = ["model", *COMPONENTS] + [f"{p} {m}" for p in protocols for m in ("R-1", "R-5", "mAP")]
+    header = ["model", *COMPONENTS, ORACLE] + [f"{p} {m}" for p in protocols for m in ("R-1", "R-5", "mAP")]
     body = []
     for row in rows:
         marks = components(row["variant"])
-        cells = [row["row"], *("x" if marks[c] else "" for c in COMPONENTS)]
+        cells = [row["row"], *("x" if marks[c] else "" for c in COMPONENTS), "x" if row["oracle"] else ""]
         for p in protocols:
             result = row["test"].get(p, {})
             cells += [f"{100 * result[k]:.1f}" if k in result else "-" for k in ("rank1", "rank5", "mAP")]
@@ -50,10 +65,27 @@ def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def markdown(header: list[str], body: list[list[str]]) -> str:
+def notes(rows: list[dict]) -> list[str]:
+    """The table's footnotes: what the oracle rows saw, said only when some row saw it."""
+    found = []
+    if any(row["oracle"] for row in rows):
+        found.append(ORACLE_NOTE)
+    if any(row["face_restorer"] == ORACLE_RESTORER and components(row["variant"])["phi_s+"] for row in rows):
+        found.append(DISTILLED_NOTE)
+    return found
+
+
+def markdown(header: list[str], body: list[list[str]], footnotes: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    for note in footnotes:
+        lines += ["", note]
     return "\n".join(lines) + "\n"
+
+
+def model_label(row: dict) -> str:
+    """The row's name where no footnote follows it (plots): oracle rows say so in the name."""
+    return f"{row['row']} ({ORACLE})" if row["oracle"] else row["row"]
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -65,7 +97,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     with stage_run(STAGE, params), atomic_outputs(*targets) as (tmp_metrics, tmp_plots):
         mlflow.log_param("reid_ablation_report.rows", ",".join(names))
         tmp_plots.mkdir(parents=True)
-        text = markdown(header, body)
+        text = markdown(header, body, notes(rows))
         (tmp_plots / "table.md").write_text(text)
         with (tmp_plots / "table.csv").open("w", newline="") as f:
             csv.writer(f).writerows([header, *body])
@@ -75,8 +107,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             writer.writerow(["model", "protocol", "rank1", "mAP"])
             for row in rows:
                 for protocol, result in row["test"].items():
-                    writer.writerow([row["row"], protocol, result["rank1"], result["mAP"]])
-        summary = {row["row"]: row["test"] for row in rows}
+                    writer.writerow([model_label(row), protocol, result["rank1"], result["mAP"]])
+        summary = {row["row"]: {ORACLE: row["oracle"], **row["test"]} for row in rows}
         tmp_metrics.write_text(json.dumps(summary, indent=2) + "\n")
         mlflow.log_artifacts(str(tmp_plots), artifact_path="reid_ablation")
         print(text, flush=True)

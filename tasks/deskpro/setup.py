@@ -135,6 +135,7 @@ def needs_restored_faces(variant: Variant) -> bool:
     return variant.face_stream == "teacher" or variant.knowledge_propagation
 
 
+# models.face_restorer's oracle: the clean face renders themselves, a perfect restoration.
 def embed_protocols(params: Params, folder: ReidFolder, net: DeSKProNet
                     ) -> dict[str, tuple[Embeddings, Embeddings, PersonDataset, PersonDataset]]:
     """Query and gallery embeddings of every protocol (restored faces only for DeSKPro*)."""

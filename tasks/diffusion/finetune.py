@@ -25,16 +25,16 @@ from PIL import Image
 
 from lightning_modules.diffusion.data import CaptionedImage, DreamBoothPairs, load_pixels
 from lightning_modules.diffusion.export import export_finetuned
-from lightning_modules.diffusion.finetune import SubjectFinetuner
+from lightning_modules.diffusion.finetune import FinetuneSettings, SubjectFinetuner
 from lightning_modules.diffusion.identifiers import IdentifierError, add_identifier_tokens, check_class_nouns
 from lightning_modules.diffusion.pipeline import load_text_to_image, resolution_of
-from lightning_modules.diffusion.specificity import guidance_directions, probe_latents, prompt_shift, specificity
+from lightning_modules.diffusion.specificity import LanguageDrift
 from lightning_modules.diffusion.tokenizer import load_rare_tokens
 from lightning_modules.diffusion.validation import ValidationImages
 from tasks.core.params import Params
 from tasks.core.curves import write_curves
 from tasks.core.trainer import fit
-from tasks.diffusion.setup import enlarge, manifest_rows, seeded_loader
+from tasks.diffusion.setup import enlarge, manifest_path, manifest_rows, seeded_loader, settings_from
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import is_rank_zero, stage_params
@@ -79,30 +79,14 @@ def read_class_images(params: Params, nouns: set[str]) -> dict[str, list[Caption
     return images
 
 
-class LanguageDrift:
-    """The guidance directions of the identifier prompts and of other prompts (class prompts,
-    scene-only prompts) on fixed noisy latents of the subjects, before and after fine-tuning."""
-
-    def __init__(self, params: Params, components: dict, subjects: list[SubjectRecord], resolution: int):
-        self.components = components
-        self.identifier_prompts = [s.prompt for s in subjects]
-        scenes = sorted({row.get("scene_caption") for row in manifest_rows(params) if row.get("scene_caption")})
-        self.other_prompts = sorted({f"a {s.class_noun}" for s in subjects}) + scenes[:4]
-        pixels = torch.stack([load_pixels(s.images[0].image, resolution) for s in subjects[:8]])
-        self.noisy, self.timesteps = probe_latents(components["vae"], components["scheduler"], pixels, params.seed)
-        self.before = self.directions()
-
-    def directions(self) -> dict:
-        c = self.components
-        return guidance_directions(c["unet"], c["text_encoder"], c["tokenizer"], self.noisy, self.timesteps,
-                                   self.identifier_prompts + self.other_prompts)
-
-    def measure(self) -> dict:
-        shift = prompt_shift(self.before, self.directions())
-        result = specificity(shift, self.identifier_prompts, self.other_prompts)
-        # JSON and MLflow have no infinity: no other prompt moved at all (textual inversion)
-        result = {k: (round(v, 6) if v != float("inf") else None) for k, v in result.items()}
-        return {**result, "prompts": {p: round(v, 6) for p, v in shift.items()}}
+def language_drift(params: Params, components: dict, subjects: list[SubjectRecord], resolution: int
+                   ) -> LanguageDrift:
+    """Probe every identifier prompt against the class prompts and a few scene-only prompts, on
+    the first image of (up to 8 of) the subjects."""
+    scenes = sorted({row.get("scene_caption") for row in manifest_rows(params) if row.get("scene_caption")})
+    others = sorted({f"a {s.class_noun}" for s in subjects}) + scenes[:4]
+    pixels = torch.stack([load_pixels(s.images[0].image, resolution) for s in subjects[:8]])
+    return LanguageDrift(components, [s.prompt for s in subjects], others, pixels, params.seed)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,20 +109,15 @@ def main(argv: list[str] | None = None) -> None:
     except IdentifierError as err:
         raise InputDataError(f"finetune: {err}") from None
 
-    module = SubjectFinetuner(
-        components["unet"], components["vae"], components["text_encoder"], components["scheduler"], mode=cfg.mode,
-        identifier_ids=[t.token_id for t in tokens], prior_preservation_weight=cfg.prior_preservation_weight,
-        lr=cfg.lr, text_encoder_lr=cfg.text_encoder_lr, embedding_lr=cfg.embedding_lr, weight_decay=cfg.weight_decay,
-        adam_betas=cfg.adam_betas, adam_epsilon=cfg.adam_epsilon, warmup_steps=cfg.warmup_steps,
-        train_text_encoder=cfg.train_text_encoder, train_identifier_embeddings=cfg.train_identifier_embeddings,
-        lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha, gradient_checkpointing=cfg.gradient_checkpointing)
+    module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
+                              components["scheduler"], settings_from(FinetuneSettings, cfg),
+                              identifier_ids=[t.token_id for t in tokens])
     resolution = resolution_of(components)
     instances = [CaptionedImage(image.image, s.prompt) for s in subjects for image in s.images]
     classes = [s.class_noun for s in subjects for _ in s.images]
     dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, resolution)
     loader = seeded_loader(dataset, cfg.batch_size, params)
-    manifest = params.paths.data / "augmented" / "manifest.csv"
-    key = {"manifest": hashlib.sha256(manifest.read_bytes()).hexdigest(), "base": str(base)}
+    key = {"manifest": hashlib.sha256(manifest_path(params).read_bytes()).hexdigest(), "base": str(base)}
     prompts = [s.prompt for s in subjects[:8]] + [f"a {subjects[0].class_noun}"]
 
     if not is_rank_zero():  # a DDP worker: train, leave outputs and tracking to rank zero
@@ -146,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             accumulate_grad_batches=cfg.accumulate_grad_batches)
         return
 
-    drift = LanguageDrift(params, components, subjects, resolution)
+    drift = language_drift(params, components, subjects, resolution)
     grids: dict[int, object] = {}
 
     def keep_grid(step: int, grid) -> None:

@@ -27,7 +27,7 @@ from lightning_modules.synthworld.scenes import SCENE_KINDS, Scene
 from lightning_modules.core.visual import image_grid
 from tasks.core.curves import write_curves
 from tasks.core.trainer import fit
-from tasks.diffusion.setup import class_captions, enlarge, seeded_loader
+from tasks.diffusion.setup import class_captions, enlarge, pretraining_key, seeded_loader
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import is_rank_zero, stage_params
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     resolution = resolution_of(components)
     dataset = CaptionedImages(items, tokenizer, resolution, caption_dropout=cfg.caption_dropout, seed=params.seed)
     loader = seeded_loader(dataset, cfg.batch_size, params)
-    key = {"images": [str(i.path) for i in items[:3]], "count": len(items), "zoo": zoo["path"]}
+    key = pretraining_key(params, items, Path(zoo["path"]))
 
     def pretrain(run):
         # 1. the autoencoder, so that latents are pictures compressed, not noise

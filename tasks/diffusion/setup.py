@@ -1,10 +1,13 @@
-"""What the diffusion stages share: SynthWorld captions, seeded loaders, and the pictures they log."""
+"""What the diffusion stages share: SynthWorld captions, seeded loaders, checkpoint keys,
+settings for the science side, and the pictures they log."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Iterable, Sequence, TypeVar
 
 import lightning as L
 import numpy as np
@@ -15,24 +18,60 @@ from torch.utils.data import DataLoader, Dataset
 from lightning_modules.diffusion.data import CaptionedImage
 from tasks.core.params import Params
 from tasks.core.errors import InputDataError
+from tasks.core.section import Section
+
+Settings = TypeVar("Settings")
 
 DISPLAY_SCALE = 4   # tiny-model pictures are 32 px: enlarge them (nearest) for viewing
 
 
+def manifest_path(params: Params) -> Path:
+    return params.paths.data / "augmented" / "manifest.csv"
+
+
 def manifest_rows(params: Params) -> list[dict]:
-    manifest = params.paths.data / "augmented" / "manifest.csv"
+    manifest = manifest_path(params)
     if not manifest.is_file():
         raise InputDataError(f"{manifest}: missing; run the augment stage first (dvc repro augment)")
     with manifest.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
-def class_captions(params: Params) -> list[CaptionedImage]:
-    """Training images of the augment stage captioned by class and scene only
-    ("a cartoon on a beach"): what a base model knows before it meets the subjects."""
+def class_captions(params: Params, split: str = "train") -> list[CaptionedImage]:
+    """Images of one split of the augment stage captioned by class and scene only
+    ("a cartoon on a beach"): what a base model knows before it meets the subjects. Models
+    train on "train"; "val" is what they are measured on."""
     root = params.paths.data / "augmented"
     return [CaptionedImage(root / row["image"], f"a {row['class_noun']} {row['scene_caption']}".strip())
-            for row in manifest_rows(params) if row["split"] == "train"]
+            for row in manifest_rows(params) if row["split"] == split]
+
+
+def content_digest(files: Iterable[Path], root: Path) -> str:
+    """sha256 over the files' names (relative to `root`), sizes and bytes, in the given order."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pretraining_key(params: Params, items: Sequence[CaptionedImage], model: Path) -> dict[str, Any]:
+    """What a pretraining stage's checkpoints are keyed by (tasks.core.trainer.checkpoint_dir):
+    the data it trains on (the manifest and every training image's bytes: an augment rerun
+    can change the pictures under the same manifest) and the model it starts from (a tiny zoo
+    model, a few MB). A killed run then resumes only on the very same data and model."""
+    root = params.paths.data / "augmented"
+    weights = sorted(p for p in model.rglob("*") if p.is_file())
+    return {"data": content_digest([manifest_path(params), *(item.path for item in items)], root),
+            "model": content_digest(weights, model)}
+
+
+def settings_from(settings: type[Settings], section: Section) -> Settings:
+    """A science-side settings dataclass (lightning_modules) filled from the params section's
+    fields of the same names: one place where a params key reaches the module."""
+    return settings(**{field.name: getattr(section, field.name) for field in dataclasses.fields(settings)})
 
 
 def seeded_loader(dataset: Dataset, batch_size: int, params: Params, shuffle: bool = True) -> DataLoader:

@@ -94,7 +94,9 @@ def augment_subjects(records: list[SubjectRecord], scenes: list[Path], captions:
             image, mask = sources[j % len(sources)]
             scene_index = int(np.random.default_rng([params.seed, name_key, j, 1]).integers(len(scenes)))
             if scene_index not in scene_cache:
-                scene_cache[scene_index] = load_rgb(scenes[scene_index])
+                # Cached at canvas size: the resize is the costliest step of a sample, and the
+                # augmenter only copies a scene that is already canvas-sized (same pixels).
+                scene_cache[scene_index] = augmenter.background(load_rgb(scenes[scene_index]))
             canvas, placed, draw = augmenter(image, mask, scene_cache[scene_index], key=(name_key, j))
             stem = f"{record.name}_{j:04d}.png"
             save(canvas, out / "images" / stem)
