@@ -8,6 +8,8 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,29 @@ def test_a_layer_violation_is_caught(tmp_path, file, line, violation):
                             timeout=300)
     assert result.returncode != 0 and "BROKEN" in result.stdout
     assert violation in result.stdout, result.stdout[-3000:]
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """pyproject.toml names every distribution the project's code imports (not just what
+    happens to be installed beside something else)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=!~\[ ;]", spec)[0].lower().replace("_", "-")
+                for spec in project["dependencies"] + project["optional-dependencies"]["test"]}
+    distributions = packages_distributions()
+    undeclared = {}
+    for package in ("tasks", "lightning_modules", "flows"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in {name.split(".")[0] for name in names}:
+                    if top in ("tasks", "lightning_modules", "flows") or top in sys.stdlib_module_names:
+                        continue
+                    provided = {d.lower().replace("_", "-") for d in distributions.get(top, [])}
+                    if not provided & declared:
+                        undeclared[top] = path.relative_to(ROOT).as_posix()
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"

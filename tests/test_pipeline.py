@@ -25,7 +25,7 @@ def test_repro_runs_every_stage_and_writes_outputs(smoke_repo):
     # the README's command shows the project's progress, not library noise (tasks/core/quiet.py)
     console = result.stdout + result.stderr
     for noise in ("GPU available:", "💡 Tip", "LeafSpec", "in eval mode", "Creating initial MLflow database",
-                  "was configured so 100%"):
+                  "was configured so 100%", "Loading weights"):
         assert noise not in console, noise
     assert "Epoch 0/" in console   # Lightning's progress bar still shows
     params = yaml.safe_load((workspace / "params.yaml").read_text())

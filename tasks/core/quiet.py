@@ -1,7 +1,7 @@
 """A console that shows the project's own progress and real warnings, not library noise.
 
 Each entry below is a message a library prints on every run that asks nothing of the user:
-Lightning's hardware inventory and product tips, its note that a frozen sub-module (a VAE,
+Lightning's hardware inventory and product tips, transformers' weight-loading bar, its note that a frozen sub-module (a VAE,
 a teacher) is in eval mode, which this project does on purpose, MLflow's database set-up
 lines, and a torch deprecation raised inside Lightning's own code. Each is silenced at its
 source by its exact text; every other warning and log line still shows.
@@ -10,6 +10,8 @@ source by its exact text; every other warning and log line still shows.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 LIGHTNING_INFO_NOISE = (
@@ -38,6 +40,11 @@ class _DropLines(logging.Filter):
 
 
 def silence_known_noise() -> None:
+    # transformers draws a "Loading weights" bar for every from_pretrained of a few-MB model;
+    # the stages' own bars (training, generation) are what shows progress.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
