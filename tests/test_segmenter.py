@@ -6,7 +6,6 @@ import csv
 import json
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file

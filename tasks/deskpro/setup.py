@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader
 

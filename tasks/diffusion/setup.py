@@ -9,7 +9,6 @@ import hashlib
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
