@@ -4,11 +4,14 @@ Each task runs `dvc repro --single-item <stage>` in a subprocess: DVC decides wh
 stage is stale, Lightning's DDP may relaunch the stage's command line, and one workspace
 runs one stage at a time (DVC's lock). One parent MLflow run spans the flow run; every
 stage run nests under it through SUBJECTLAB_PARENT_RUN_ID.
+
+A stage that stops on a user mistake prints one `error:` line and exits 2; its task fails
+with that line as its message, and `python -m flows.pipeline` ends with it (flows/entry.py).
+The params file and the stage names are checked before the flow starts.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -20,11 +23,16 @@ from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run
 
 from flows.dag import stage_order
-from tasks.core.params import load_params
-from tasks.core.quiet import silence_known_noise
-from tasks.core.tracking import PARENT_RUN_ENV, experiment_id, git_commit, tracking_uri
+from flows.entry import StageFailed, StageRefused, run_flow_main
+from tasks.core.cli import OneLineParser
+from tasks.core.errors import UserError
+from tasks.core.params import Params, load_params
+from tasks.core.tracking import PARENT_RUN_ENV, PROCESS_TAG, experiment_id, git_commit, process_id, tracking_uri
 
 STAGE_STARTED = "Running stage"
+STAGE_ERROR = "error: "   # the one line a stage prints when it refuses its input (tasks/core/errors.py)
+DVC_ERROR = "ERROR: "     # DVC's own: a missing dependency, a held lock, ... or a failed command
+DVC_COMMAND_FAILED = "failed to run:"
 
 
 @task(name="dvc-stage", task_run_name="{stage}")
@@ -39,33 +47,59 @@ def run_stage(stage: str, workspace: str, parent_run_id: Optional[str]) -> bool:
     command = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
     process = subprocess.Popen(command, cwd=workspace, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-    ran, tail = False, []
+    ran, refusal, dvc_error = False, None, None
     assert process.stdout is not None
     for line in process.stdout:
         line = line.rstrip()
         ran |= line.startswith(STAGE_STARTED)
-        tail = (tail + [line])[-40:]
+        if line.startswith(STAGE_ERROR):
+            refusal = line.removeprefix(STAGE_ERROR)
+        elif line.startswith(DVC_ERROR):
+            dvc_error = line.removeprefix(DVC_ERROR)
         if line and "\r" not in line:
             logger.info(line)
     if process.wait() != 0:
-        raise RuntimeError(f"stage {stage} failed (exit {process.returncode}):\n" + "\n".join(tail))
+        raise stage_failure(stage, process.returncode, refusal, dvc_error)
     return ran
+
+
+def stage_failure(stage: str, code: int, refusal: Optional[str], dvc_error: Optional[str]) -> Exception:
+    """The stage's own one line when it refused its input; DVC's when DVC refused to run it (a
+    missing dependency: run the stage before); otherwise a crash, whose output the log shows."""
+    if refusal is not None:
+        return StageRefused(f"stage {stage} failed: {refusal}")
+    if dvc_error is not None and DVC_COMMAND_FAILED not in dvc_error:
+        return StageRefused(f"stage {stage} failed: {dvc_error}")
+    return StageFailed(f"stage {stage} failed (dvc repro exit {code}); its output is above")
+
+
+def check_workspace(root: Path, stages: Optional[list[str]]) -> tuple[Params, list[str]]:
+    """(params, the stages to run in order), or the user's mistake in one line: a params file
+    that does not validate, a dvc.yaml DVC cannot read, a stage it does not have."""
+    params = load_params(root / "params.yaml")
+    from dvc.exceptions import DvcException
+
+    try:
+        order = stage_order(root)
+    except DvcException as err:
+        first = " ".join(str(err).split()) or err.__class__.__name__
+        raise UserError(f"{root / 'dvc.yaml'}: {first}") from None
+    unknown = sorted(set(stages or []) - set(order))
+    if unknown:
+        raise UserError(f"unknown stage(s) {', '.join(unknown)}; dvc.yaml has {', '.join(order)}")
+    return params, [s for s in order if not stages or s in stages]
 
 
 @flow(name="subjectlab-pipeline")
 def pipeline(workspace: str = ".", stages: Optional[list[str]] = None) -> dict[str, bool]:
     """Run the DVC stages of `workspace` in order; `stages` limits the run to those named."""
     root = Path(workspace).resolve()
-    params = load_params(root / "params.yaml")
-    order = stage_order(root)
-    unknown = sorted(set(stages or []) - set(order))
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {order}")
-    selected = [s for s in order if not stages or s in stages]
+    params, selected = check_workspace(root, stages)
 
     client = MlflowClient(tracking_uri(params, root))
+    # PROCESS_TAG: a flow process that dies leaves its run RUNNING; the next stage start closes it.
     tags = {"subjectlab.stage": "pipeline", "subjectlab.profile": params.profile,
-            "prefect.flow_run_id": str(flow_run.get_id() or "")}
+            "prefect.flow_run_id": str(flow_run.get_id() or ""), PROCESS_TAG: process_id()}
     commit = git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -80,13 +114,13 @@ def pipeline(workspace: str = ".", stages: Optional[list[str]] = None) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Run the subjectlab pipeline flow once.")
+    parser = OneLineParser(prog="python -m flows.pipeline", description="Run the subjectlab pipeline flow once.")
     parser.add_argument("--workspace", default=".")
     parser.add_argument("--stage", action="append", dest="stages", help="run only this stage (repeatable)")
     args = parser.parse_args(argv)
-    silence_known_noise()
+    check_workspace(Path(args.workspace).resolve(), args.stages)   # before Prefect starts
     pipeline(workspace=args.workspace, stages=args.stages)
 
 
 if __name__ == "__main__":
-    main()
+    run_flow_main(main)

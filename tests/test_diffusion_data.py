@@ -19,7 +19,7 @@ from lightning_modules.diffusion.finetune import FinetuneSettings
 from lightning_modules.diffusion.pretrain import TextToImagePretrainer
 from lightning_modules.diffusion.tiny import TinySizes, tiny_text_to_image
 from lightning_modules.diffusion.tokenizer import build_word_tokenizer, rare_token_pool, synthworld_words
-from tasks.core.params import validate
+from tasks.core.params import Params
 from tasks.core.trainer import checkpoint_dir
 from tasks.diffusion.setup import class_captions, pretraining_key, settings_from
 
@@ -65,7 +65,7 @@ def write_augmented(data: Path, splits: list[str], seed: int = 0) -> None:
 
 
 def workspace_params(root: Path):
-    return validate({"paths": {"data": str(root / "data"), "checkpoints": str(root / "checkpoints")}})
+    return Params.model_validate({"paths": {"data": str(root / "data"), "checkpoints": str(root / "checkpoints")}})
 
 
 # --- caption dropout ---------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_pretraining_checkpoints_are_keyed_by_the_data_not_its_count(tmp_path):
 
 
 def test_finetune_settings_come_from_the_params_section_by_name():
-    section = validate({"finetune": {"mode": "full", "lr": 3e-4, "lora_rank": 8, "adam_betas": [0.8, 0.99]}}).finetune
+    section = Params.model_validate({"finetune": {"mode": "full", "lr": 3e-4, "lora_rank": 8, "adam_betas": [0.8, 0.99]}}).finetune
     settings = settings_from(FinetuneSettings, section)
     assert settings.mode == "full" and settings.lr == 3e-4 and settings.lora_rank == 8
     assert settings.adam_betas == (0.8, 0.99)

@@ -24,7 +24,7 @@ from lightning_modules.diffusion.identifiers import add_identifier_tokens
 from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline
 from lightning_modules.diffusion.specificity import guidance_directions, probe_latents, prompt_shift, specificity
 from lightning_modules.diffusion.tokenizer import load_rare_tokens
-from tests.conftest import kill_at_first_checkpoint, make_workspace, python_stage
+from tests.conftest import make_workspace, python_stage
 from tests.test_reid_pipeline import runs_by_stage
 
 pytestmark = pytest.mark.slow
@@ -214,25 +214,6 @@ def test_lora_finetune_runs_ddp_on_cpu_with_two_processes(diffusion_copy):
     assert metrics["steps"] == 3 and metrics["mode"] == "lora"
     assert (diffusion_copy / "data" / "models" / "finetuned" / "pytorch_lora_weights.safetensors").is_file()
     assert [len(v) for v in runs_by_stage(diffusion_copy).values()] == [1]  # rank 1 opened no run
-
-
-def test_killed_finetune_resumes_at_the_same_step(diffusion_copy):
-    def long(params):
-        params["finetune"].update(max_steps=30, validation_every_n_steps=0)
-        params["trainer"].update(checkpoint_every_n_steps=2, log_every_n_steps=1)
-    name = write_params(diffusion_copy, "resume.yaml", long)
-    last = kill_at_first_checkpoint("finetune", diffusion_copy, name)
-    killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    assert 2 <= killed_at < 30
-    assert not (diffusion_copy / "data" / "models" / "finetuned").exists()
-    # the checkpoint holds the trained LoRA weights and identifier rows' table only, not the frozen
-    # UNet / VAE / text encoder
-    state = torch.load(last, map_location="cpu", weights_only=False)["state_dict"]
-    assert state and all("lora" in key or key.endswith("token_embedding.weight") for key in state)
-    assert any("lora" in key for key in state)
-    result = python_stage("finetune", diffusion_copy, "--params", name)
-    assert f"Resuming finetune from {last.relative_to(diffusion_copy)}" in result.stdout
-    assert json.loads((diffusion_copy / "metrics" / "finetune.json").read_text())["steps"] == 30
 
 
 def _collide(workspace: Path) -> None:

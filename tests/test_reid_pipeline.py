@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from flows.dag import stage_order
 from tasks.core.params import load_params
-from tests.conftest import dvc, edit_params, kill_at_first_checkpoint, make_workspace, python_stage
+from tests.conftest import dvc, edit_params, make_workspace, python_stage
 
 pytestmark = pytest.mark.slow
 
@@ -139,29 +139,6 @@ def test_ddp_on_cpu_with_two_processes_deals_whole_identities(persons_copy):
     assert metrics["global_step"] == 2 and metrics["epochs"] == 2
     assert (persons_copy / "data" / "models" / "reid" / "deskpro.json").is_file()
     assert [len(v) for v in runs_by_stage(persons_copy).values()] == [1]  # rank 1 opened no run
-
-
-def test_killed_teacher_run_resumes_from_its_last_checkpoint(persons_copy):
-    shutil.rmtree(persons_copy / "data" / "models" / "reid_teacher")
-    params = yaml.safe_load((persons_copy / "params.yaml").read_text())
-    params["train_reid_teacher"].update(max_epochs=20, limit_train_batches=2)
-    params["trainer"].update(checkpoint_every_n_steps=2, log_every_n_steps=1)
-    (persons_copy / "resume.yaml").write_text(yaml.safe_dump(params))
-    last = kill_at_first_checkpoint("train_reid_teacher", persons_copy, "resume.yaml")
-    checkpoints = persons_copy / "checkpoints" / "train_reid_teacher"
-    killed_at = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
-    assert 2 <= killed_at < 40
-    assert not (persons_copy / "data" / "models" / "reid_teacher").exists()  # nothing published
-
-    result = python_stage("train_reid_teacher", persons_copy, "--params", "resume.yaml")
-    assert f"Resuming train_reid_teacher from {last.relative_to(persons_copy)}" in result.stdout
-    metrics = json.loads((persons_copy / "metrics" / "train_reid_teacher.json").read_text())
-    assert metrics["global_step"] == 40 and metrics["epochs"] == 20
-    (run,) = [r for r in runs_by_stage(persons_copy)["train_reid_teacher"] if r.info.status == "FINISHED"]
-    client = MlflowClient(f"sqlite:///{persons_copy / 'mlflow' / 'mlflow.db'}")
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")]
-    assert steps and min(steps) >= killed_at
-    assert not checkpoints.joinpath(last.parent.name).exists()
 
 
 @pytest.mark.parametrize("kind", ["export", "torchscript"])

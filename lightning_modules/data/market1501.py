@@ -15,6 +15,8 @@ Layout (SynthWorld writes exactly this; a user's folder follows it):
 
 The `s` field of a Market-1501 name is the clothes (outfit) id here. pid -1 marks junk images
 and is skipped, as torchreid does. dataset.yaml is needed only when parsing maps are present.
+Every image, parsing map and face the records name is checked when the folder is read
+(lightning_modules/data/images.py): a broken file stops the stage before training, by name.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from lightning_modules.deskpro.data import FaceBox, PersonRecord
+from lightning_modules.deskpro.data import FaceBox, PersonRecord, label_image
 from lightning_modules.core.errors import InputDataError
+from lightning_modules.data.images import LABELS, PHOTO, check_image
 
 NAME = re.compile(r"^(-?\d+)_c(\d+)(?:s(\d+))?_[^/]*\.(png|jpe?g|bmp)$", re.IGNORECASE)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -107,11 +110,18 @@ def _read_face_boxes(root: Path) -> Optional[dict[str, FaceBox]]:
 
 
 def _box_from_parsing(parsing: Path, face_label: int, min_pixels: int = 4) -> Optional[FaceBox]:
-    labels = np.asarray(Image.open(parsing).convert("L"))
+    with Image.open(parsing) as image:
+        labels = np.asarray(label_image(image))
     ys, xs = np.nonzero(labels == face_label)
     if len(xs) < min_pixels:
         return None
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _check_same_size(parsing: Path, parsing_size: tuple[int, int], image: Path, size: tuple[int, int]) -> None:
+    if parsing_size != size:
+        raise InputDataError(f"{parsing}: parsing map is {parsing_size[0]}x{parsing_size[1]} but its image "
+                             f"{image.name} is {size[0]}x{size[1]}")
 
 
 def _records(root: Path, folder: Path, boxes: Optional[dict[str, FaceBox]], face_label: Optional[int]
@@ -127,15 +137,23 @@ def _records(root: Path, folder: Path, boxes: Optional[dict[str, FaceBox]], face
         if pid == -1:
             continue
         rel = image.relative_to(root).as_posix()
+        size = check_image(image, PHOTO)
         parsing = root / "parsing" / Path(rel).with_suffix(".png")
         parsing = parsing if parsing.is_file() else None
+        if parsing is not None:
+            _check_same_size(parsing, check_image(parsing, LABELS), image, size)
         if boxes is not None:
             box = boxes.get(rel)
         elif parsing is not None and face_label is not None:
             box = _box_from_parsing(parsing, face_label)
         else:
             box = None
+        if box is not None and not (box[2] <= size[0] and box[3] <= size[1] and min(box) >= 0):
+            raise InputDataError(f"{root / 'faces.csv'}: the face box {box} of {rel} is outside its "
+                                 f"{size[0]}x{size[1]} image")
         hr_face = root / "faces" / Path(rel).with_suffix(".png")
+        if hr_face.is_file():
+            check_image(hr_face, PHOTO)
         records.append(PersonRecord(image, pid, int(match.group(2)), int(match.group(3) or 0), parsing, box,
                                     hr_face if hr_face.is_file() else None))
     if not records:

@@ -7,7 +7,8 @@ Layout::
     <dir>/<name>/masks/<stem>.png   optional; 0 = background, anything else = subject
 
 An image without a mask file uses its alpha channel if it has one, else the whole frame.
-Every problem is reported as a `InputDataError` naming the file or key at fault.
+Every problem is reported as a `InputDataError` naming the file or key at fault; every image
+and mask is checked when the folder is read (lightning_modules/data/images.py), before any work.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from typing import Optional
 
 import numpy as np
 import yaml
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from lightning_modules.core.errors import InputDataError
+from lightning_modules.data.images import MASK, SUBJECT, check_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 SUBJECTS_FILE = "subjects.yaml"
@@ -85,15 +87,6 @@ def _check_entry(spec: Path, i: int, entry: object) -> tuple[str, str, str]:
     return name, identifier, class_noun
 
 
-def _check_image(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise InputDataError(f"{path}: not a readable image ({err.__class__.__name__})") from None
-
-
 def read_subjects_folder(folder: Path, key: str = "augment.subjects_dir") -> list[SubjectRecord]:
     """Validate and index a subjects folder; every image and mask is opened once."""
     folder = Path(folder)
@@ -115,10 +108,10 @@ def read_subjects_folder(folder: Path, key: str = "augment.subjects_dir") -> lis
             raise InputDataError(f"{image_dir}: no images for subject {name!r}")
         images = []
         for path in paths:
-            size = _check_image(path)
+            size = check_image(path, SUBJECT)
             mask = folder / name / "masks" / f"{path.stem}.png"
             if mask.exists():
-                mask_size = _check_image(mask)
+                mask_size = check_image(mask, MASK)
                 if mask_size != size:
                     raise InputDataError(f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image is {size[0]}x{size[1]}")
             images.append(SubjectImage(path, mask if mask.exists() else None))

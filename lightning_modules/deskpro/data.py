@@ -38,6 +38,12 @@ def read_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
+def label_image(image: Image.Image) -> Image.Image:
+    """A parsing map as its label values: a palette image's values are its indices, which a
+    conversion to grayscale would replace by the brightness of the palette's colors."""
+    return image if image.mode in ("L", "P") else image.convert("L")
+
+
 def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
@@ -95,7 +101,7 @@ class PersonDataset(Dataset):
         cloth = torch.zeros(self.height, self.width)
         if record.parsing is not None:
             with Image.open(record.parsing) as parsing:
-                labels = np.asarray(parsing.convert("L").resize((self.width, self.height), Image.NEAREST))
+                labels = np.asarray(label_image(parsing).resize((self.width, self.height), Image.NEAREST))
             cloth = torch.from_numpy(self.cloth_lookup[labels].astype(np.float32))
         body = to_tensor(image.resize((self.width, self.height), Image.BILINEAR))
         if flipped:

@@ -7,7 +7,7 @@ each global step deals P * world_size identities and rank r takes its own P of t
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch.distributed as dist
@@ -21,8 +21,7 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 class IdentityBatchSampler(Sampler[list[int]]):
-    def __init__(self, pids: Sequence[int], identities_per_batch: int, images_per_identity: int, seed: int = 0,
-                 epoch_listeners: Sequence[Callable[[int], None]] = ()):
+    def __init__(self, pids: Sequence[int], identities_per_batch: int, images_per_identity: int, seed: int = 0):
         self.by_identity: dict[int, list[int]] = {}
         for index, pid in enumerate(pids):
             self.by_identity.setdefault(int(pid), []).append(index)
@@ -31,7 +30,6 @@ class IdentityBatchSampler(Sampler[list[int]]):
         self.k = images_per_identity
         self.seed = seed
         self.epoch = 0
-        self.epoch_listeners = list(epoch_listeners)
         if len(self.identities) < self.p:
             raise ValueError(f"{len(self.identities)} training identities, fewer than the {self.p} "
                              "identities per batch")
@@ -39,8 +37,6 @@ class IdentityBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         # Lightning calls this at every epoch start: each epoch deals identities afresh.
         self.epoch = epoch
-        for listener in self.epoch_listeners:  # e.g. the dataset's per-epoch augmentation draws
-            listener(epoch)
 
     def __len__(self) -> int:
         _, world = _rank_and_world()

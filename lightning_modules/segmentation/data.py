@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from lightning_modules.core.resumable import ResumableLoader, shuffled_loader
 
 
 @dataclass(frozen=True)
@@ -51,22 +53,18 @@ class SubjectSegmentationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator: Optional[torch.Generator] = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            SubjectSegmentationDataset(self.splits[split], self.image_size),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+    def _loader(self, split: str) -> DataLoader:
+        return DataLoader(SubjectSegmentationDataset(self.splits[split], self.image_size), batch_size=self.batch_size,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self) -> ResumableLoader:
+        # Shuffled by (seed, epoch) and resumable mid-epoch: a killed run resumes exactly.
+        return shuffled_loader(SubjectSegmentationDataset(self.splits["train"], self.image_size), self.batch_size,
+                               seed=self.seed, num_workers=self.num_workers,
+                               persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

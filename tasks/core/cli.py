@@ -7,8 +7,15 @@ import argparse
 import importlib
 import sys
 
-from tasks.core.errors import USER_ERROR_EXIT_CODE, run_stage_main
+from tasks.core.errors import USER_ERROR_EXIT_CODE, UserError, run_stage_main
 from tasks.core.registry import stage_modules
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A command line mistake as one `error:` line (argparse prints the usage, then the error)."""
+
+    def error(self, message: str):
+        raise UserError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def stages() -> list[str]:
@@ -18,7 +25,7 @@ def stages() -> list[str]:
 def compose_params(argv: list[str]) -> None:
     from tasks.core.profiles import compose
 
-    parser = argparse.ArgumentParser(prog="subjectlab params",
+    parser = OneLineParser(prog="subjectlab params",
                                      description="Compose params.yaml from conf/ (Hydra overrides, as dvc exp run -S).")
     parser.add_argument("-S", "--set-param", action="append", default=[], dest="overrides",
                         metavar="KEY=VALUE", help="e.g. profile=smoke or finetune.max_steps=50 (repeatable)")

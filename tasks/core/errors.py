@@ -16,20 +16,35 @@ from lightning_modules.core.errors import InputDataError, UserError
 
 USER_ERROR_EXIT_CODE = 2
 
-__all__ = ["InputDataError", "ParamsError", "USER_ERROR_EXIT_CODE", "UserError", "run_stage_main"]
+__all__ = ["InputDataError", "ParamsError", "TrackingError", "USER_ERROR_EXIT_CODE", "UserError", "run_stage_main"]
 
 
 class ParamsError(UserError):
     """params.yaml does not validate."""
 
 
+class TrackingError(UserError):
+    """The MLflow store cannot be reached or stopped working (a server down, a deleted store)."""
+
+
 def run_stage_main(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
-    """Run a stage entry point; report user mistakes in one line and exit 2."""
+    """Run a stage entry point; report user mistakes in one line and exit 2, and a SIGTERM or
+    SIGINT in one line and exit 143 or 130 (whatever the stage could keep, it has kept)."""
+    from tasks.core import interrupt
     from tasks.core.quiet import silence_known_noise
 
     silence_known_noise()
+    previous = interrupt.install()
     try:
         main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
+    except interrupt.StageInterrupted as stop:
+        stage = getattr(sys.modules.get(getattr(main, "__module__", "")), "STAGE", "subjectlab")
+        kept = stop.detail or "no outputs published"
+        print(f"{stage}: interrupted by {stop.name}; {kept}; run the stage again to continue",
+              file=sys.stderr)
+        sys.exit(stop.exit_code)
+    finally:
+        interrupt.restore(previous)

@@ -20,7 +20,10 @@ LIGHTNING_INFO_NOISE = (
     "was configured so 100% of the batches",                # restates the limit_*_batches we passed
     "Loading `train_dataloader` to estimate number of stepping batches",
 )
-QUIET_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration")   # "Creating initial MLflow database tables..."
+QUIET_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration",   # "Creating initial MLflow database tables..."
+                 "lightning.pytorch.trainer.connectors.signal_connector")  # "Received SIGTERM": the stage says it
+# Loggers whose errors repeat, as a traceback, an exception the stage itself reports in one line.
+SILENT_LOGGERS = ("mlflow.store.db.utils",)
 WARNING_NOISE = (
     # torch deprecates LeafSpec; Lightning's own pytree helper still checks for it
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
@@ -51,5 +54,7 @@ def silence_known_noise() -> None:
             logger.addFilter(_DropLines(LIGHTNING_INFO_NOISE))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in SILENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     for message, category in WARNING_NOISE:
         warnings.filterwarnings("ignore", message=message, category=category)

@@ -3,15 +3,24 @@
 The store is the embedded SQLite file under `paths.mlflow` unless MLFLOW_TRACKING_URI names
 another (a tracking server). A flow passes its parent run id in SUBJECTLAB_PARENT_RUN_ID.
 Only rank zero talks to MLflow: DDP relaunches of a stage never open runs.
+
+A run's status tells the truth: FINISHED when the stage published, FAILED on an error,
+KILLED on SIGTERM / SIGINT, and a run left RUNNING by a process that died (kill -9, a lost
+machine) is marked KILLED the next time the stage starts on that machine. A server that
+does not answer is reported at stage start, in one line, within seconds.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -22,10 +31,17 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from PIL import Image
 
+from tasks.core import interrupt
+from tasks.core.errors import TrackingError
 from tasks.core.params import Params
 
 PARENT_RUN_ENV = "SUBJECTLAB_PARENT_RUN_ID"
 STAGE_TAG = "subjectlab.stage"
+PROCESS_TAG = "subjectlab.process"   # host:pid:start-time of the process that owns a RUNNING run
+REACH_TIMEOUT_S = 5.0
+# A server that stops answering mid-run: a few quick retries, not MLflow's minutes of backoff.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 def embedded_uri(params: Params, root: Path = Path(".")) -> str:
@@ -84,6 +100,76 @@ def git_commit(cwd: Path = Path(".")) -> Optional[str]:
     return out.stdout.strip() or None
 
 
+def describe_failure(err: BaseException) -> str:
+    """The first line of what a store client raised, without its SQL or its traceback."""
+    # The store client wraps the database's or the network's own error, which says it best.
+    for _ in range(10):
+        inner = getattr(err, "orig", None) or err.__cause__ or err.__context__
+        if inner is None:
+            break
+        err = inner
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def check_reachable(uri: str) -> None:
+    """A tracking server must answer within seconds, or the stage stops before any work."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACH_TIMEOUT_S) as response:
+            response.read(64)
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            return  # a server that wants credentials (MLFLOW_TRACKING_USERNAME...) is there
+        if err.code == 404:
+            raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: is not an MLflow server (no /health); "
+                                "check the address and port") from None
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: answers with HTTP {err.code}") from None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers ({reason}); start it "
+                            "or unset the variable to use the workspace's own store") from None
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """A process's start time (Linux), so a recycled pid is not taken for the owner."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_process_start(os.getpid()) or ''}"
+
+
+def _alive(process: str) -> bool:
+    host, pid, start = (process.split(":") + ["", "", ""])[:3]
+    if host != socket.gethostname():
+        return True  # another machine's run: nothing here can tell
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return not start or _process_start(int(pid)) == start
+
+
+def close_dead_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs whose process on this machine is gone."""
+    closed = []
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=500)
+    for run in runs:
+        owner = run.data.tags.get(PROCESS_TAG)
+        if owner and not _alive(owner):
+            client.set_tag(run.info.run_id, "subjectlab.ended", "its process died; marked at a later start")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            closed.append(run.info.run_id)
+    return closed
+
+
 @contextmanager
 def stage_run(stage: str, params: Params) -> Iterator[Optional[Run]]:
     """An MLflow run for one stage execution (None on non-zero ranks)."""
@@ -92,6 +178,8 @@ def stage_run(stage: str, params: Params) -> Iterator[Optional[Run]]:
     if not is_rank_zero():
         yield None
         return
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that when the stage ends
     # so that a stage called in-process (a notebook, a test) leaves no global behind.
     previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -106,21 +194,75 @@ def stage_run(stage: str, params: Params) -> Iterator[Optional[Run]]:
         mlflow.set_tracking_uri(previous_uri)
 
 
+def _store_failure(uri: str, err: BaseException) -> TrackingError:
+    return TrackingError(f"MLflow store {uri} failed ({describe_failure(err)})")
+
+
+def _is_store_failure(err: BaseException) -> bool:
+    """Errors of the tracking client itself (its HTTP, SQL or file layer), not of the stage."""
+    module = type(err).__module__.split(".")[0]
+    return module in ("mlflow", "sqlalchemy", "requests", "urllib3", "sqlite3")
+
+
 @contextmanager
 def _stage_run(stage: str, params: Params) -> Iterator[Run]:
-    experiment_id = use_experiment(params)
-    parent = os.environ.get(PARENT_RUN_ENV) or None
-    tags = {STAGE_TAG: stage, "subjectlab.profile": params.profile}
-    commit = git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent,
-                          nested=parent is not None, tags=tags) as run:
+    uri = tracking_uri(params)
+    check_reachable(uri)
+    try:
+        experiment_id = use_experiment(params)
+        closed = close_dead_runs(MlflowClient(uri), experiment_id)
+        if closed:
+            print(f"{stage}: marked {len(closed)} MLflow run(s) left RUNNING by a dead process as KILLED "
+                  f"({', '.join(r[:8] for r in closed)})", file=sys.stderr, flush=True)
+        parent = os.environ.get(PARENT_RUN_ENV) or None
+        tags = {STAGE_TAG: stage, "subjectlab.profile": params.profile, PROCESS_TAG: process_id()}
+        commit = git_commit()
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent,
+                                  nested=parent is not None, tags=tags)
         effective = params.effective()
         shared = {key: effective[key] for key in ("profile", "seed", "trainer", "models")}
         section = {stage: effective[stage]} if stage in effective else {}
         mlflow.log_params(flatten({**shared, **section}))
-        yield run
+    except Exception as err:
+        if _is_store_failure(err):
+            raise _store_failure(uri, err) from None
+        raise
+    try:
+        yield active
+    except (interrupt.StageInterrupted, KeyboardInterrupt):
+        _end(active, "KILLED")
+        raise
+    except TrackingError:
+        _end(active, "FAILED")
+        raise
+    except Exception as err:
+        _end(active, "FAILED")
+        if _is_store_failure(err):
+            raise _store_failure(uri, err) from None
+        raise
+    except BaseException:
+        _end(active, "FAILED")
+        raise
+    _end(active, "FINISHED", strict=True)
+
+
+def _end(active: mlflow.ActiveRun, status: str, strict: bool = False) -> None:
+    """End the stage's run; when the stage already failed, a store that cannot record it
+    does not hide the original error."""
+    try:
+        mlflow.end_run(status)
+    except Exception as err:
+        # The run could not be closed in the store; forget it here all the same, or MLflow's
+        # exit hook tries again and prints a traceback after the stage's own line.
+        stack = mlflow.tracking.fluent._active_run_stack.get()
+        if stack and stack[-1].info.run_id == active.info.run_id:
+            stack.pop()
+        if strict and _is_store_failure(err):
+            raise _store_failure(mlflow.get_tracking_uri(), err) from None
+        if strict:
+            raise
 
 
 def log_image(image: np.ndarray | Image.Image, artifact_file: str) -> None:

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_modules.core.resumable import ResumableBatches, ResumableLoader
 from lightning_modules.deskpro import (
     DeSKProModule,
     DeSKProNet,
@@ -84,9 +85,10 @@ def person_dataset(params: Params, folder: ReidFolder, records: Sequence[PersonR
 def train_loader(params: Params, dataset: PersonDataset) -> DataLoader:
     cfg = params.reid
     sampler = IdentityBatchSampler([r.pid for r in dataset.records], cfg.identities_per_batch,
-                                   cfg.images_per_identity, seed=params.seed, epoch_listeners=[dataset.set_epoch])
-    # Workers are re-created each epoch so that they see the dataset's new epoch.
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=params.trainer.num_workers)
+                                   cfg.images_per_identity, seed=params.seed)
+    # Resumable mid-epoch; workers are re-created each epoch so that they see the dataset's new epoch.
+    return ResumableLoader(dataset, ResumableBatches(sampler, epoch_listeners=[dataset.set_epoch]),
+                           num_workers=params.trainer.num_workers)
 
 
 def eval_loader(params: Params, dataset: PersonDataset) -> DataLoader:

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         teacher.cpu().save_pretrained(tmp_model)
         metrics = {"global_step": trainer.global_step, "epochs": trainer.current_epoch,
                    "identities": num_classes, "faces": len(faces),
-                   "final_loss": round(float(trainer.callback_metrics.get("train/loss_epoch", float("nan"))), 4)}
+                   "final_loss": fitted.history.final_epoch_loss()}
         tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
         write_curves(history, tmp_plots)
         pairs = face_pairs(dataset)

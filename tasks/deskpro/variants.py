@@ -42,6 +42,6 @@ def train_variant(params: Params, stage: str, folder: ReidFolder, variant: Varia
                  use_distributed_sampler=False)  # the P x K batch sampler deals each rank its share
     trainer = fitted.trainer
     metrics.update({"global_step": trainer.global_step, "epochs": trainer.current_epoch,
-                    "final_loss": round(float(trainer.callback_metrics.get("train/loss_epoch", float("nan"))), 4)})
+                    "final_loss": fitted.history.final_epoch_loss()})
     net.cpu()
     return net, metrics, (fitted.history, fitted.checkpoints)

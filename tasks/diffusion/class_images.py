@@ -10,11 +10,12 @@ import json
 import mlflow
 from PIL import Image
 
-from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline
+from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline, resolution_of
 from lightning_modules.core.visual import image_grid
 from tasks.core.params import Params
 from tasks.diffusion.setup import enlarge, manifest_rows
 from tasks.core.errors import run_stage_main
+from tasks.core.machine import PNG_RGB, require_disk, require_memory
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import stage_params
 from tasks.core.tracking import log_image, stage_run
@@ -28,11 +29,22 @@ def class_nouns(params: Params) -> list[str]:
     return sorted({row["class_noun"] for row in manifest_rows(params)})
 
 
+def check_room(params: Params, classes: int, resolution: int) -> None:
+    cfg = params.class_images
+    what = (f"class_images: {classes} classes x class_images.images_per_class {cfg.images_per_class} images "
+            f"of {resolution}^2 (the base model's resolution)")
+    # A class's images are held as uint8 arrays, and stacked, before they are written.
+    require_memory(2 * cfg.images_per_class * resolution ** 2 * 3, f"{what}: one class")
+    require_disk(params.paths.data, classes * cfg.images_per_class * resolution ** 2 * PNG_RGB, what)
+
+
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(STAGE, argv)
     cfg = params.class_images
     nouns = class_nouns(params)
-    pipe = make_pipeline(load_text_to_image(base_model_path(params)))
+    components = load_text_to_image(base_model_path(params))
+    check_room(params, len(nouns), resolution_of(components))
+    pipe = make_pipeline(components)
     target = params.paths.data / "class_images"
     with stage_run(STAGE, params), atomic_outputs(target, params.paths.plots / STAGE) as (tmp, tmp_plots):
         rows, rows_of_grid = [], []

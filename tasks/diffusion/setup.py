@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_modules.core.resumable import shuffled_loader
 from lightning_modules.diffusion.data import CaptionedImage
 from tasks.core.params import Params
 from tasks.core.errors import InputDataError
@@ -74,9 +74,11 @@ def settings_from(settings: type[Settings], section: Section) -> Settings:
 
 
 def seeded_loader(dataset: Dataset, batch_size: int, params: Params, shuffle: bool = True) -> DataLoader:
-    generator = torch.Generator().manual_seed(params.seed)
-    return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle, drop_last=True,
-                      num_workers=params.trainer.num_workers, generator=generator)
+    """Shuffled by (seed, epoch) and resumable mid-epoch; a dataset with per-epoch draws (caption
+    dropout) gets each epoch's number, also when a run resumes mid-epoch."""
+    listeners = [dataset.set_epoch] if hasattr(dataset, "set_epoch") else []
+    return shuffled_loader(dataset, min(batch_size, len(dataset)), seed=params.seed, shuffle=shuffle, drop_last=True,
+                           num_workers=params.trainer.num_workers, epoch_listeners=listeners)
 
 
 def enlarge(picture: np.ndarray, scale: int = DISPLAY_SCALE) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -20,8 +21,10 @@ from tqdm import tqdm
 
 from lightning_modules.augmentation import AugmentParams, SubjectAugmenter, mix_combinations, mix_subject_images
 from lightning_modules.core.visual import image_grid, overlay_labels
+from lightning_modules.data.images import PHOTO, check_image
 from tasks.core.params import AugmentConfig, Params
 from tasks.core.errors import InputDataError, run_stage_main
+from tasks.core.machine import PNG_MASK, PNG_RGB, require_disk, require_memory
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import stage_params
 from lightning_modules.data.subjects import IMAGE_SUFFIXES, SubjectRecord, load_subject_image, read_subjects_folder
@@ -33,6 +36,11 @@ MIXED_MANIFEST = "mixed/manifest.csv"
 MANIFEST_FIELDS = ("image", "mask", "subject", "identifier", "class_noun", "prompt", "split",
                    "scene_caption", "source_image", "zoom", "crop")
 MIXED_FIELDS = ("image", "mask", "subjects", "prompt", "disentangled_prompt")
+# Memory the stage holds at least per sample, a manifest row (a dict of 11 short strings and
+# numbers: about 650 bytes), and per Disen-Mix combination it lists before drawing some (a
+# tuple of shared names).
+ROW_BYTES = 600
+COMBINATION_BYTES = 64
 
 
 def read_scenes(folder: Path) -> tuple[list[Path], dict[str, str]]:
@@ -41,6 +49,8 @@ def read_scenes(folder: Path) -> tuple[list[Path], dict[str, str]]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise InputDataError(f"augment.scenes_dir: no scene images in {folder}")
+    for path in files:
+        check_image(path, PHOTO)
     captions: dict[str, str] = {}
     meta = folder / "scenes.yaml"
     if meta.is_file():
@@ -55,6 +65,24 @@ def load_rgb(path: Path) -> np.ndarray:
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
         raise InputDataError(f"{path}: not a readable image ({err.__class__.__name__})") from None
+
+
+def check_room(cfg: AugmentConfig, subjects: int, scenes: int, data: Path) -> None:
+    """Refuse sizes whose samples, listed combinations or files cannot fit, before any is made."""
+    total = subjects * cfg.augmentations_per_subject
+    per_subject = f"{subjects} subjects x augment.augmentations_per_subject {cfg.augmentations_per_subject}"
+    combinations = sum(math.comb(subjects, k) for k in cfg.mix_sizes if k <= subjects)
+    require_memory(combinations * COMBINATION_BYTES,
+                   f"augment: Disen-Mix lists all {combinations:,} combinations of augment.mix_sizes {cfg.mix_sizes} "
+                   f"out of {subjects} subjects, which")
+    pixels = cfg.canvas_size ** 2
+    # The scenes are cached at canvas size (as many as the samples draw).
+    require_memory(total * ROW_BYTES + min(scenes, total) * pixels * 3,
+                   f"augment: {per_subject} samples and {min(scenes, total)} scenes at augment.canvas_size "
+                   f"{cfg.canvas_size}^2")
+    mixed = min(combinations, cfg.max_combinations) * cfg.mixed_per_combination
+    require_disk(data, (total + mixed) * pixels * (PNG_RGB + PNG_MASK),
+                 f"augment: {per_subject} + {mixed} mixed images and masks of augment.canvas_size {cfg.canvas_size}^2")
 
 
 def assign_splits(total: int, cfg: AugmentConfig, seed: int) -> list[str]:
@@ -174,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = params.augment
     records = read_subjects_folder(cfg.subjects_dir)
     scenes, captions = read_scenes(cfg.scenes_dir)
+    check_room(cfg, len(records), len(scenes), params.paths.data)
     splits = assign_splits(len(records) * cfg.augmentations_per_subject, cfg, params.seed)
     out = params.paths.data / "augmented"
     targets = (out, params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)

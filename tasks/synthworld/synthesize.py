@@ -19,6 +19,7 @@ from lightning_modules.synthworld import render_scene, render_subject, scene_cat
 from lightning_modules.core.visual import image_grid
 from tasks.core.params import Params
 from tasks.core.errors import run_stage_main
+from tasks.core.machine import PNG_MASK, PNG_RGB, require_disk
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import stage_params
 from lightning_modules.data.subjects import write_subjects_yaml
@@ -30,6 +31,16 @@ STAGE = "synthesize"
 def save_png(array: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, compress_level=1)
+
+
+def check_room(params: Params) -> None:
+    cfg = params.synthesize
+    subjects = cfg.num_subjects * cfg.images_per_subject * cfg.image_size ** 2 * (PNG_RGB + PNG_MASK)
+    scenes = cfg.num_scenes * cfg.scene_size ** 2 * PNG_RGB
+    require_disk(params.paths.data, subjects + scenes,
+                 f"synthesize: synthesize.num_subjects {cfg.num_subjects} x synthesize.images_per_subject "
+                 f"{cfg.images_per_subject} images of synthesize.image_size {cfg.image_size}^2 and "
+                 f"synthesize.num_scenes {cfg.num_scenes} of synthesize.scene_size {cfg.scene_size}^2")
 
 
 def write_synthworld(params: Params, out: Path) -> dict:
@@ -63,6 +74,7 @@ def write_synthworld(params: Params, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(STAGE, argv)
+    check_room(params)
     out = params.paths.data / "synthworld"
     metrics_file = params.paths.metrics / f"{STAGE}.json"
     with stage_run(STAGE, params), atomic_outputs(out, metrics_file) as (tmp, tmp_metrics):

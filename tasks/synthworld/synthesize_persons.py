@@ -36,6 +36,7 @@ from lightning_modules.synthworld import (
 from lightning_modules.core.visual import image_grid, overlay_labels
 from tasks.core.params import Params, SynthesizePersonsConfig
 from tasks.core.errors import ParamsError, run_stage_main
+from tasks.core.machine import PNG_MASK, PNG_RGB, require_disk, require_memory
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import stage_params
 from tasks.core.tracking import log_image, log_metrics_tree, stage_run
@@ -44,6 +45,8 @@ STAGE = "synthesize_persons"
 TRAIN_DIR = "bounding_box_train"
 FACES_CSV = "faces.csv"
 SHEET_FACES = 8  # identities on the HR-vs-LR face sheet
+# Memory per planned image at least: its PlannedImage, Shot and places tuple.
+PLANNED_IMAGE_BYTES = 300
 
 
 def folder_for(protocol: str, role: str) -> str:
@@ -66,6 +69,26 @@ def check_sizes(cfg: SynthesizePersonsConfig) -> None:
         if getattr(cfg, key) % cfg.degrade_factor:
             raise ParamsError(f"synthesize_persons.{key}: {getattr(cfg, key)} is not a multiple of "
                               f"synthesize_persons.degrade_factor ({cfg.degrade_factor})")
+
+
+def planned_images(cfg: SynthesizePersonsConfig) -> int:
+    """How many images plan_persons lists: train views, PRCC's cameras A, B, C, Celeb's outfits."""
+    return (cfg.num_train_ids * cfg.train_outfits * cfg.cameras
+            + cfg.num_test_ids * (3 * cfg.prcc_images_per_camera + cfg.celeb_outfits))
+
+
+def check_room(params: Params) -> None:
+    cfg = params.synthesize_persons
+    images = planned_images(cfg)
+    sizes = (f"synthesize_persons.num_train_ids {cfg.num_train_ids} x train_outfits {cfg.train_outfits} x cameras "
+             f"{cfg.cameras} + num_test_ids {cfg.num_test_ids} x (3 x prcc_images_per_camera "
+             f"{cfg.prcc_images_per_camera} + celeb_outfits {cfg.celeb_outfits}) = {images:,} images")
+    require_memory(images * PLANNED_IMAGE_BYTES, f"synthesize_persons: planning {sizes}")
+    # Every image is written with its parsing map; a surveillance image is the render / factor.
+    pixels = cfg.render_height * cfg.render_width // cfg.degrade_factor ** 2
+    require_disk(params.paths.data, images * pixels * (PNG_RGB + PNG_MASK),
+                 f"synthesize_persons: {sizes} of {cfg.render_height // cfg.degrade_factor}x"
+                 f"{cfg.render_width // cfg.degrade_factor} pixels")
 
 
 def upscale(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -140,6 +163,7 @@ def write_layout_files(out: Path, face_rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     params = stage_params(STAGE, argv)
     check_sizes(params.synthesize_persons)
+    check_room(params)
     targets = (params.paths.data / "persons", params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
     with stage_run(STAGE, params), atomic_outputs(*targets) as (tmp, tmp_metrics, tmp_plots):
         metrics = write_persons(params, tmp, tmp_plots)

@@ -3,32 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from tasks.core.section import BatchLimit, Section
+from tasks.core.section import (
+    BatchLimit,
+    BatchSize,
+    Channels,
+    Epochs,
+    LearningRate,
+    LossWeight,
+    Probability,
+    Section,
+    WeightDecay,
+)
+
+# The truncated OSNet and the stripes of the MBN part branch leave an empty feature map for
+# inputs under 16 pixels a side (body images and faces go through the same network).
+MIN_REID_SIDE = 16
+ReidSide = Annotated[int, Field(ge=MIN_REID_SIDE, le=1024)]
 
 
 class ReidConfig(Section):
     """Shared by the DeSKPro stages: data, input sizes, batches, optimisation, eq. 3-7 constants."""
 
     dataset_dir: Path = Path("data/persons")   # a Market-1501-style folder (see README)
-    image_size: tuple[PositiveInt, PositiveInt] = (128, 64)   # height, width
-    face_size: int = Field(32, ge=8, le=256)
-    embedding_dim: PositiveInt = 128
-    identities_per_batch: int = Field(16, ge=2)   # P
-    images_per_identity: int = Field(4, ge=2)     # K
-    lr: PositiveFloat = 6e-4
-    weight_decay: float = Field(5e-4, ge=0)
+    image_size: tuple[ReidSide, ReidSide] = (128, 64)   # height, width
+    face_size: int = Field(32, ge=MIN_REID_SIDE, le=256)
+    embedding_dim: Channels = 128
+    identities_per_batch: int = Field(16, ge=2, le=1024)   # P
+    images_per_identity: int = Field(4, ge=2, le=256)      # K
+    lr: LearningRate = 6e-4
+    weight_decay: WeightDecay = 5e-4
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    triplet_margin: PositiveFloat = 0.3
+    # A distance between features (torchreid: 0.3); far beyond the distances features have,
+    # every triplet violates it and the loss no longer ranks anything.
+    triplet_margin: float = Field(0.3, gt=0, le=100)
     # Section 3.1: epsilon 0.1, lambda 7; tau 5 and alpha 0.7 for Celeb-reID(-light),
     # tau 1 and alpha 0.8 for PRCC.
-    cloth_mask_epsilon: float = Field(0.1, ge=0, le=1)
-    attention_loss_weight: float = Field(7.0, ge=0)
-    temperature: PositiveFloat = 5.0
-    alpha: float = Field(0.7, ge=0, le=1)
+    cloth_mask_epsilon: Probability = 0.1
+    attention_loss_weight: LossWeight = 7.0
+    temperature: float = Field(5.0, gt=0, le=1000)
+    alpha: Probability = 0.7
 
 
 class Variant(Section):
@@ -59,27 +76,27 @@ class Variant(Section):
 
 
 class TrainReidTeacherConfig(Section):
-    max_epochs: PositiveInt = 30
+    max_epochs: Epochs = 30
     limit_train_batches: BatchLimit = 1.0
 
 
 class TrainReidConfig(Section):
     variant: Variant = Variant()
-    max_epochs: PositiveInt = 30
+    max_epochs: Epochs = 30
     limit_train_batches: BatchLimit = 1.0
 
 
 class EvaluateReidConfig(Section):
-    max_rank: PositiveInt = 50
-    batch_size: PositiveInt = 64
-    retrieval_queries: PositiveInt = 6    # rows of the retrieval picture per protocol
-    attention_images: PositiveInt = 4     # images in the Fig. 3 attention picture
+    max_rank: int = Field(50, ge=1, le=10_000)   # CMC ranks reported (torchreid: 50)
+    batch_size: BatchSize = 64
+    retrieval_queries: int = Field(6, ge=1, le=256)   # rows of the retrieval picture per protocol
+    attention_images: int = Field(4, ge=1, le=256)    # images in the Fig. 3 attention picture
 
 
 class ReidAblationConfig(Section):
-    max_epochs: PositiveInt = 30
+    max_epochs: Epochs = 30
     limit_train_batches: BatchLimit = 1.0
-    rows: dict[str, Variant] = {}
+    rows: dict[str, Variant] = Field({}, max_length=256)
 
     @field_validator("rows")
     @classmethod

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, field_validator
 
-from tasks.core.section import BatchLimit, Section
+from tasks.core.section import (
+    BatchLimit,
+    BatchSize,
+    Channels,
+    Count,
+    Epochs,
+    LearningRate,
+    OptionalCount,
+    Probability,
+    Section,
+)
+
+# Disen-Mix divides the canvas into one region per subject: beyond a handful the regions are
+# too small to hold a subject (the paper mixes 2 and 3).
+MAX_MIX_SIZE = 8
+# A share of the canvas (zoom) or of the subject (crop).
+Share = Annotated[float, Field(gt=0, le=1)]
 
 
 def _ordered_range(value: tuple[float, float], low: float, high: float) -> tuple[float, float]:
@@ -20,38 +37,32 @@ class AugmentConfig(Section):
     subjects_dir: Path = Path("data/synthworld/subjects")
     scenes_dir: Path = Path("data/synthworld/scenes")
     canvas_size: int = Field(128, ge=32, le=4096)
-    augmentations_per_subject: PositiveInt = 128
-    zoom_range: tuple[float, float] = (0.4, 0.5)
-    crop_probability: float = Field(0.1, ge=0.0, le=1.0)
-    crop_range: tuple[float, float] = (0.65, 0.95)
-    val_count: NonNegativeInt = 194
-    test_count: NonNegativeInt = 150
-    mix_sizes: list[int] = [2, 3]
-    mixed_per_combination: NonNegativeInt = 2
-    max_combinations: NonNegativeInt = 40
-    mix_prefix: str = "a picture is divided into several regions"
-    grid_samples: PositiveInt = 16
+    augmentations_per_subject: Count = 128
+    zoom_range: tuple[Share, Share] = (0.4, 0.5)
+    crop_probability: Probability = 0.1
+    crop_range: tuple[Share, Share] = (0.65, 0.95)
+    val_count: OptionalCount = 194
+    test_count: OptionalCount = 150
+    # every mixed image combines 2 to MAX_MIX_SIZE subjects
+    mix_sizes: list[Annotated[int, Field(ge=2, le=MAX_MIX_SIZE)]] = Field([2, 3], max_length=MAX_MIX_SIZE)
+    mixed_per_combination: int = Field(2, ge=0, le=1000)
+    max_combinations: OptionalCount = 40
+    mix_prefix: str = Field("a picture is divided into several regions", max_length=1000)
+    grid_samples: int = Field(16, ge=1, le=256)   # tiles of the sample pictures
 
     @field_validator("zoom_range", "crop_range")
     @classmethod
     def _unit_range(cls, value: tuple[float, float]) -> tuple[float, float]:
         return _ordered_range(value, 0.0, 1.0)
 
-    @field_validator("mix_sizes")
-    @classmethod
-    def _mix_sizes(cls, value: list[int]) -> list[int]:
-        if any(size < 2 for size in value):
-            raise ValueError("every mixed image combines at least 2 subjects")
-        return value
-
 
 class TrainSegmenterConfig(Section):
-    batch_size: PositiveInt = 4
-    lr: PositiveFloat = 1e-4
-    max_epochs: PositiveInt = 14
+    batch_size: BatchSize = 4
+    lr: LearningRate = 1e-4
+    max_epochs: Epochs = 14
     limit_train_batches: BatchLimit = 1.0
     limit_val_batches: BatchLimit = 1.0
-    decoder_channels: list[PositiveInt] = [256, 128, 64, 32, 16]
+    decoder_channels: list[Channels] = [256, 128, 64, 32, 16]
 
     @field_validator("decoder_channels")
     @classmethod

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from tasks.core.section import Section
+
+# Images of one kind a SynthWorld stage renders: far above any dataset it stands in for
+# (Subject-Dataset11: 11 per subject; PRCC: 3 cameras); the disk they take is checked per run.
+MAX_RENDERS = 100_000
 
 
 class SynthesizeConfig(Section):
     num_subjects: int = Field(11, ge=1, le=48)
-    images_per_subject: PositiveInt = 11
+    images_per_subject: int = Field(11, ge=1, le=MAX_RENDERS)
     image_size: int = Field(256, ge=48, le=2048)
-    num_scenes: PositiveInt = 100
+    num_scenes: int = Field(100, ge=1, le=MAX_RENDERS)
     scene_size: int = Field(256, ge=32, le=4096)
 
 
 class SynthesizePersonsConfig(Section):
     """SynthWorld persons: cloth-changing identities for DeSKPro (PRCC / Celeb-reID-light protocols)."""
 
-    num_train_ids: PositiveInt = 100
-    num_test_ids: PositiveInt = 100
-    train_outfits: int = Field(3, ge=2)        # outfits per training identity
-    cameras: int = Field(3, ge=3)              # camera views per outfit (train); PRCC needs A, B, C
-    prcc_images_per_camera: PositiveInt = 2
-    celeb_outfits: int = Field(4, ge=2)        # Celeb-reID-light: every image in different clothes
+    num_train_ids: int = Field(100, ge=1, le=MAX_RENDERS)
+    num_test_ids: int = Field(100, ge=1, le=MAX_RENDERS)
+    train_outfits: int = Field(3, ge=2, le=100)        # outfits per training identity
+    cameras: int = Field(3, ge=3, le=100)              # camera views per outfit (train); PRCC needs A, B, C
+    prcc_images_per_camera: int = Field(2, ge=1, le=1000)
+    celeb_outfits: int = Field(4, ge=2, le=100)        # Celeb-reID-light: every image in different clothes
     render_height: int = Field(256, ge=64, le=1024)
     render_width: int = Field(128, ge=32, le=512)
     degrade_factor: int = Field(4, ge=1, le=16)  # surveillance images are render size / factor
