@@ -68,10 +68,20 @@ def test_a_model_path_that_does_not_exist_is_named_in_the_error():
     from tasks.core.params import validate as resolve
     from tasks.core.errors import ParamsError
 
+    import copy
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    complete = yaml.safe_load((ROOT / "params.yaml").read_text())  # a params file is validated whole
+    bad_path, bad_mode = copy.deepcopy(complete), copy.deepcopy(complete)
+    bad_path["zoo"]["text_to_image"] = "models/nowhere"
+    bad_mode["finetune"]["mode"] = "dreambooth"
     with pytest.raises(ParamsError, match=r"zoo\.text_to_image: expected tiny or the path of a local model"):
-        resolve({"zoo": {"text_to_image": "models/nowhere"}})
+        resolve(bad_path)
     with pytest.raises(ParamsError, match=r"finetune\.mode"):
-        resolve({"finetune": {"mode": "dreambooth"}})
+        resolve(bad_mode)
 
 
 @pytest.fixture()

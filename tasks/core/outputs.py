@@ -12,8 +12,8 @@ rename is atomic). When all of them are written, publishing swaps them in under 
 A failure inside step 2 rolls the swap back at once. A kill inside step 2 leaves the
 journal, and the next run of the stage rolls it back before it starts, so DVC and the next
 stage never see new metrics beside old plots. Leftover twins of dead runs (staging,
-replaced, discarded) carry no process id and are removed at the next start. A lock file
-keeps two runs of one stage from staging into the same twins.
+replaced, discarded) carry no process id and are removed at the next start. A lock file,
+held while the stage runs, keeps two runs of one stage from staging into the same twins.
 """
 
 from __future__ import annotations
@@ -182,6 +182,9 @@ def stage_lock(targets: Sequence[Path]) -> Iterator[None]:
         try:
             yield
         finally:
+            # Removed while still held: a run that opened it meanwhile fails its LOCK_NB and
+            # says so; one that comes later makes a new one. Nothing is left beside the outputs.
+            lock.unlink(missing_ok=True)
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
