@@ -40,4 +40,4 @@ mlflow-ui: install
 	mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000
 
 clean:
-	rm -rf data/synthworld data/augmented data/models metrics plots checkpoints
+	rm -rf data/synthworld data/augmented data/models data/generated data/personalization data/class_images data/zoo metrics plots checkpoints

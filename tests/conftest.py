@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("tasks", "lightning_modules", "flows", "conf", "dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore",
-        "pyproject.toml")
+CODE = ("tasks", "lightning_modules", "flows", "conf", "prompts", "dvc.yaml", "params.yaml", ".dvc/config",
+        ".dvcignore", "pyproject.toml")
 
 for name, value in {"DO_NOT_TRACK": "1", "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONUNBUFFERED": "1"}.items():
@@ -68,12 +68,16 @@ def edit_params(path: Path, **changes) -> None:
 SMOKE_ABLATION_ROWS = ("baseline", "student_fkp", "teacher", "deskpro_star")
 
 
-def without_ablation_rows(keep: tuple[str, ...]) -> list[str]:
-    """Hydra overrides that delete the other rows of reid_ablation.rows (`~key`)."""
+# Personalization rows the smoke workspaces keep: the two that train the fewest weights.
+SMOKE_PERSONALIZATION_ROWS = ("lora", "textual_inversion")
+
+
+def without_ablation_rows(keep: tuple[str, ...], table: str = "reid_ablation") -> list[str]:
+    """Hydra overrides that delete the other rows of <table>.rows (`~key`)."""
     import yaml
 
-    rows = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["reid_ablation"]["rows"]
-    return [f"~reid_ablation.rows.{name}" for name in rows if name not in keep]
+    rows = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())[table]["rows"]
+    return [f"~{table}.rows.{name}" for name in rows if name not in keep]
 
 
 def make_workspace(path: Path, profile: str = "smoke", git: bool = True,
@@ -91,12 +95,32 @@ def make_workspace(path: Path, profile: str = "smoke", git: bool = True,
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
     rows = without_ablation_rows(ablation_rows) if ablation_rows is not None else []
+    if ablation_rows is not None:
+        rows += without_ablation_rows(SMOKE_PERSONALIZATION_ROWS, "personalization")
     compose([f"profile={profile}", *rows, *overrides], root=path)
     if git:
         run(["git", "init", "-q"], path)
         run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], path)
         run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], path)
     return path
+
+
+def write_params(workspace: Path, name: str, edit) -> str:
+    """A params file beside params.yaml with `edit(params_dict)` applied; its name, for --params."""
+    import yaml
+
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    edit(params)
+    (workspace / name).write_text(yaml.safe_dump(params))
+    return name
+
+
+def workspace_with_data(smoke_workspace: Path, target: Path, data: tuple[str, ...]) -> Path:
+    """A plain workspace (no git, no DVC) holding the named data/ folders of a smoke run."""
+    workspace = make_workspace(target, git=False)
+    for name in data:
+        shutil.copytree(smoke_workspace / "data" / name, workspace / "data" / name)
+    return workspace
 
 
 def kill_at_first_checkpoint(stage: str, cwd: Path, params_file: str, timeout: float = 600) -> Path:

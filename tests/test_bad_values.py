@@ -56,6 +56,8 @@ def refusal(raw: dict) -> str:
 def numeric_leaves(raw: dict, model: type[BaseModel], path: tuple = ()):
     """(dotted key, value) of every number (or list of numbers) in params data, by its schema."""
     for name, field in model.model_fields.items():
+        if name not in raw:   # a table row states only the keys it changes
+            continue
         value, annotation = raw[name], field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield from numeric_leaves(value, annotation, path + (name,))
@@ -122,7 +124,15 @@ def test_a_huge_number_is_refused_naming_its_key(key):
     ("augment.mix_sizes", [2, 12], "augment.mix_sizes.1: Input should be less than or equal to 8"),
     ("class_images.inference_steps", 5000, "class_images.inference_steps: Input should be less than or equal to 1000"),
     ("pretrain_base.guidance_scale", 500.0, "pretrain_base.guidance_scale: Input should be less than or equal to 100"),
+    ("pretrain_dino.warmup_steps", 1000, "pretrain_dino.warmup_steps: 1000 is more than steps (300)"),
+    ("pretrain_dino.global_crop_scale", [0.9, 0.4], "pretrain_dino.global_crop_scale: expected [min, max]"),
+    ("pretrain_dino.local_crop_scale", [0.0, 0.4], "pretrain_dino.local_crop_scale.0: Input should be greater than 0"),
+    ("pretrain_dino.teacher_temperature", 0.0, "pretrain_dino.teacher_temperature: Input should be greater than 0"),
+    ("pretrain_dino.momentum", 1.5, "pretrain_dino.momentum: Input should be less than or equal to 1"),
+    ("pretrain_dino.batch_size", 1, "pretrain_dino.batch_size: Input should be greater than or equal to 2"),
     ("seed", 2**32, "seed: Input should be less than or equal to 4294967295"),
+    ("train_classifier.image_size", 8, "train_classifier.image_size: Input should be greater than or equal to 16"),
+    ("train_classifier.width", 0, "train_classifier.width: Input should be greater than or equal to 2"),
     ("schedule.timezone", "Mars/Olympus", "schedule.timezone: expected an IANA time zone"),
 ])
 def test_values_beyond_what_the_method_means_are_named(key, value, expected):
@@ -139,6 +149,8 @@ def test_values_beyond_what_the_method_means_are_named(key, value, expected):
     ({"pretrain_base.batch_size": 4096, "zoo.resolution": 1024},
      "a batch of pretrain_base.batch_size 4096 x zoo.resolution 1024^2 needs at least"),
     ({"finetune.batch_size": 4096, "zoo.resolution": 1024}, "finetune.batch_size 4096 x zoo.resolution 1024^2 x 2"),
+    ({"train_classifier.batch_size": 4096, "train_classifier.image_size": 512, "train_classifier.width": 512},
+     "a batch of train_classifier.batch_size 4096 x train_classifier.image_size 512^2 needs at least"),
 ])
 def test_a_batch_this_machine_cannot_hold_is_refused_with_the_estimate(changes, expected):
     message = refusal(changed(RAW, **changes))
@@ -271,6 +283,9 @@ STAGE_CASES = [
      ("error: synthesize: synthesize.num_subjects 48 x synthesize.images_per_subject 100000", "of disk;")),
     ("train_segmenter", {"train_segmenter.batch_size": 4096, "augment.canvas_size": 4096},
      ("{file}: a batch of train_segmenter.batch_size 4096 x augment.canvas_size 4096^2", "of memory")),
+    ("train_classifier", {"train_classifier.batch_size": 4096, "train_classifier.image_size": 512,
+                          "train_classifier.width": 512},
+     ("{file}: a batch of train_classifier.batch_size 4096 x train_classifier.image_size 512^2", "of memory")),
     # 2. trainer
     ("train_reid_teacher", {"trainer.strategy": "dpp"}, ("{file}: trainer.strategy: not a Lightning strategy",)),
     ("pretrain_clip", {"trainer.devices": 64}, ("{file}: trainer.devices: 64 CPU processes",)),

@@ -154,10 +154,11 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
 def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
     from tasks.core.cli import main, stages
 
-    assert stages() == ["augment", "class_images", "evaluate_reid", "finetune", "pretrain_base", "pretrain_clip",
-                        "reid_ablation", "reid_ablation_report", "synthesize", "synthesize_persons", "train_reid",
+    assert stages() == ["augment", "class_images", "evaluate_base", "evaluate_reid", "finetune", "personalization",
+                        "personalization_report", "pretrain_base", "pretrain_clip", "pretrain_dino", "reid_ablation",
+                        "reid_ablation_report", "synthesize", "synthesize_persons", "train_classifier", "train_reid",
                         "train_reid_teacher", "train_segmenter", "zoo"]
     with pytest.raises(SystemExit) as exit_info:
         main(["synthesise"])
     assert exit_info.value.code == 2
-    assert "usage: subjectlab {params,augment,class_images,evaluate_reid," in capsys.readouterr().err
+    assert "usage: subjectlab {params,augment,class_images,evaluate_base,evaluate_reid," in capsys.readouterr().err

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import lightning as L
@@ -24,7 +23,7 @@ from lightning_modules.diffusion.identifiers import add_identifier_tokens
 from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline
 from lightning_modules.diffusion.specificity import guidance_directions, probe_latents, prompt_shift, specificity
 from lightning_modules.diffusion.tokenizer import load_rare_tokens
-from tests.conftest import make_workspace, python_stage
+from tests.conftest import python_stage, workspace_with_data, write_params
 from tests.test_reid_pipeline import runs_by_stage
 
 pytestmark = pytest.mark.slow
@@ -193,18 +192,7 @@ def test_bf16_mixed_precision_accumulation_and_gradient_checkpointing(smoke_repo
 
 @pytest.fixture()
 def diffusion_copy(smoke_repo, tmp_path) -> Path:
-    workspace, _ = smoke_repo
-    target = make_workspace(tmp_path / "ws", git=False)
-    for name in DIFFUSION_DATA:
-        shutil.copytree(workspace / "data" / name, target / "data" / name)
-    return target
-
-
-def write_params(workspace: Path, name: str, edit) -> str:
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
-    edit(params)
-    (workspace / name).write_text(yaml.safe_dump(params))
-    return name
+    return workspace_with_data(smoke_repo[0], tmp_path / "ws", DIFFUSION_DATA)
 
 
 def test_lora_finetune_runs_ddp_on_cpu_with_two_processes(diffusion_copy):

@@ -24,7 +24,8 @@ STAGES = ["synthesize", "augment", "train_segmenter", "synthesize_persons", "tra
 ALL_STAGES = ["augment", "synthesize", "synthesize_persons", "train_reid_teacher", "reid_ablation@baseline",
               "reid_ablation@deskpro_star", "reid_ablation@student_fkp", "reid_ablation@teacher",
               "reid_ablation_report", "train_reid", "evaluate_reid", "train_segmenter", "zoo", "pretrain_base",
-              "pretrain_clip", "class_images", "finetune"]
+              "pretrain_clip", "class_images", "finetune", "train_classifier", "pretrain_dino", "evaluate_base",
+              "personalization@lora", "personalization@textual_inversion", "personalization_report"]
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +37,14 @@ def prefect_server():
 def test_stage_order_comes_from_dvc_yaml(tmp_path):
     order = stage_order(make_workspace(tmp_path / "ws", git=True))
     assert sorted(order) == sorted(ALL_STAGES)
-    for before, after in (("synthesize", "augment"), ("augment", "train_segmenter"),
+    for before, after in (("synthesize", "augment"), ("augment", "train_segmenter"), ("augment", "train_classifier"),
                           ("synthesize_persons", "train_reid_teacher"), ("train_reid_teacher", "train_reid"),
                           ("train_reid", "evaluate_reid"), ("train_reid_teacher", "reid_ablation@teacher"),
                           ("reid_ablation@baseline", "reid_ablation_report"), ("zoo", "pretrain_base"),
                           ("augment", "pretrain_base"), ("zoo", "pretrain_clip"), ("pretrain_base", "class_images"),
-                          ("class_images", "finetune")):
+                          ("class_images", "finetune"), ("train_segmenter", "evaluate_base"),
+                          ("train_classifier", "personalization@lora"), ("pretrain_dino", "personalization@lora"),
+                          ("personalization@textual_inversion", "personalization_report")):
         assert order.index(before) < order.index(after)
 
 

@@ -14,7 +14,9 @@ import pytest
 from tasks.core.profiles import compose
 from tests.conftest import dvc, make_workspace, run
 
-DIFFUSION = {"zoo", "pretrain_base", "pretrain_clip", "class_images", "finetune"}
+ROWS = {"personalization@dreambooth", "personalization@lora", "personalization@textual_inversion",
+        "personalization@custom_diffusion"}
+DIFFUSION = {"zoo", "pretrain_base", "pretrain_clip", "pretrain_dino", "class_images", "finetune", "evaluate_base"} | ROWS
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 
 
@@ -86,7 +88,9 @@ def test_an_inactive_profile_and_comments_change_nothing(workspace):
 
 def test_a_stage_section_changes_that_stage_alone(workspace):
     recompose(workspace, "finetune.max_steps=99")
-    assert changed(workspace) == {"finetune"}
+    assert changed(workspace) == {"finetune"} | ROWS   # every row fine-tunes with finetune, its keys apart
+    recompose(workspace, "+personalization.rows.lora.max_steps=7")
+    assert changed(workspace) == {"personalization@lora", "personalization_report"}
     recompose(workspace, "reid_ablation.rows.csa.attention_loss=true")
     assert changed(workspace) == {"reid_ablation@csa", "reid_ablation_report"}
 
@@ -119,8 +123,8 @@ def test_editing_a_method_invalidates_only_its_stages(committed, workspace):
 def test_a_path_set_by_an_override_reaches_dvc_yaml(workspace):
     recompose(workspace, "augment.subjects_dir=my_subjects")
     status = json.loads(dvc(workspace, "status", "--json").stdout)
-    assert set(status) == {"augment"}
-    assert "my_subjects" in json.dumps(status["augment"])
+    assert set(status) == {"augment", "pretrain_dino"}   # DINO trains on the subject images themselves
+    assert all("my_subjects" in json.dumps(status[stage]) for stage in status)
 
 
 def test_dvc_exp_run_composes_the_profile_and_an_override(tmp_path):

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 STAGES = ("synthesize", "augment", "train_segmenter", "synthesize_persons", "train_reid_teacher", "train_reid",
           "evaluate_reid", "reid_ablation@baseline", "reid_ablation@student_fkp", "reid_ablation@teacher",
           "reid_ablation@deskpro_star", "reid_ablation_report", "zoo", "pretrain_base", "pretrain_clip",
-          "class_images", "finetune")
+          "class_images", "finetune", "train_classifier", "pretrain_dino", "evaluate_base", "personalization@lora",
+          "personalization@textual_inversion", "personalization_report")
 
 
 def test_repro_runs_every_stage_and_writes_outputs(smoke_repo):

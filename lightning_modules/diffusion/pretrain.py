@@ -129,15 +129,3 @@ class ClipPretrainer(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.AdamW(self.clip.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
-
-def _features(output) -> torch.Tensor:
-    # transformers 5 returns a model output whose pooler_output is the projected feature.
-    return output if torch.is_tensor(output) else output.pooler_output
-
-
-def clip_text_features(clip: CLIPModel, input_ids: torch.Tensor) -> torch.Tensor:
-    return F.normalize(_features(clip.get_text_features(input_ids=input_ids)), dim=-1)
-
-
-def clip_image_features(clip: CLIPModel, pixel_values: torch.Tensor) -> torch.Tensor:
-    return F.normalize(_features(clip.get_image_features(pixel_values=pixel_values)), dim=-1)

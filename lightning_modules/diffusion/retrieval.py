@@ -13,7 +13,7 @@ import torch
 from transformers import CLIPModel
 
 from lightning_modules.diffusion.data import CaptionedImages, tokenize
-from lightning_modules.diffusion.pretrain import clip_image_features, clip_text_features
+from lightning_modules.core.metrics import clip_image_embeddings, clip_text_embeddings
 
 
 @torch.no_grad()
@@ -28,8 +28,8 @@ def caption_retrieval_top1(clip: CLIPModel, images: CaptionedImages, count: int 
         picks = range(0, len(images), -(-len(images) // count))   # ceil: at most `count`
         captions = [images.items[i].caption for i in picks]
         distinct = sorted(set(captions))
-        text = clip_text_features(clip, tokenize(images.tokenizer, distinct))
-        image = clip_image_features(clip, torch.stack([images[i]["pixel_values"] for i in picks]))
+        text = clip_text_embeddings(clip, tokenize(images.tokenizer, distinct))
+        image = clip_image_embeddings(clip, torch.stack([images[i]["pixel_values"] for i in picks]))
         best = (image @ text.T).argmax(1)
         return float(sum(distinct[j] == c for j, c in zip(best.tolist(), captions)) / len(captions))
     finally:

@@ -27,8 +27,9 @@ from transformers import (
 
 @dataclass(frozen=True)
 class TinySizes:
-    resolution: int = 32          # pixels; the VAE halves it once (latents: resolution / 2)
+    resolution: int = 32          # pixels; the VAE halves it once per level after the first
     latent_channels: int = 4
+    vae_channels: tuple[int, ...] = (32, 64)   # 2 levels: latents at resolution / 2; 3: / 4
     unet_channels: tuple[int, ...] = (32, 64)
     text_width: int = 64          # text encoder hidden size = UNet cross-attention width
     text_layers: int = 2
@@ -51,7 +52,7 @@ def tiny_text_to_image(tokenizer: PreTrainedTokenizerFast, sizes: TinySizes) -> 
                                               tokenizer.eos_token_id, tokenizer.bos_token_id))
     levels = len(sizes.unet_channels)
     unet = UNet2DConditionModel(
-        sample_size=sizes.resolution // 2,
+        sample_size=sizes.resolution // 2 ** (len(sizes.vae_channels) - 1),
         in_channels=sizes.latent_channels,
         out_channels=sizes.latent_channels,
         block_out_channels=sizes.unet_channels,
@@ -65,8 +66,9 @@ def tiny_text_to_image(tokenizer: PreTrainedTokenizerFast, sizes: TinySizes) -> 
     )
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=sizes.latent_channels,
-        block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8, sample_size=sizes.resolution,
+        block_out_channels=tuple(sizes.vae_channels), down_block_types=("DownEncoderBlock2D",) * len(sizes.vae_channels),
+        up_block_types=("UpDecoderBlock2D",) * len(sizes.vae_channels), norm_num_groups=8,
+        sample_size=sizes.resolution,
     )
     # Stable Diffusion's training schedule; samplers are swapped at generation time.
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,

@@ -43,12 +43,14 @@ class DecoderBlock(nn.Module):
 
 class ResNet34UNet(nn.Module):
     def __init__(self, num_classes: int, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
-                 class_names: Optional[Sequence[str]] = None):
+                 class_names: Optional[Sequence[str]] = None, image_size: Optional[int] = None):
         super().__init__()
         self.config = {
             "num_classes": num_classes,
             "decoder_channels": list(decoder_channels),
             "class_names": list(class_names) if class_names else [str(i) for i in range(num_classes)],
+            # the side it was trained at: what a judge resizes other images to (None: unknown)
+            "image_size": image_size,
         }
         backbone = resnet34(weights=None)
         self.stem = nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu)
@@ -67,6 +69,10 @@ class ResNet34UNet(nn.Module):
     @property
     def class_names(self) -> list[str]:
         return self.config["class_names"]
+
+    @property
+    def image_size(self) -> Optional[int]:
+        return self.config.get("image_size")
 
     def encode(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features at strides 2, 4, 8, 16, 32 for RGB images in [0, 1]."""

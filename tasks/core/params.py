@@ -35,11 +35,15 @@ from tasks.core.schema.deskpro import (
 from tasks.core.schema.diffusion import (
     TINY,
     ClassImagesConfig,
+    EvaluateBaseConfig,
     FinetuneConfig,
+    PersonalizationConfig,
     PretrainBaseConfig,
     PretrainClipConfig,
+    PretrainDinoConfig,
     ZooConfig,
 )
+from tasks.core.schema.judges import TrainClassifierConfig
 from tasks.core.schema.msp import AugmentConfig, TrainSegmenterConfig
 from tasks.core.schema.synthworld import SynthesizeConfig, SynthesizePersonsConfig
 
@@ -151,6 +155,7 @@ class Params(Section):
     synthesize_persons: SynthesizePersonsConfig = SynthesizePersonsConfig()
     augment: AugmentConfig = AugmentConfig()
     train_segmenter: TrainSegmenterConfig = TrainSegmenterConfig()
+    train_classifier: TrainClassifierConfig = TrainClassifierConfig()
     reid: ReidConfig = ReidConfig()
     train_reid_teacher: TrainReidTeacherConfig = TrainReidTeacherConfig()
     train_reid: TrainReidConfig = TrainReidConfig()
@@ -159,8 +164,11 @@ class Params(Section):
     zoo: ZooConfig = ZooConfig()
     pretrain_base: PretrainBaseConfig = PretrainBaseConfig()
     pretrain_clip: PretrainClipConfig = PretrainClipConfig()
+    pretrain_dino: PretrainDinoConfig = PretrainDinoConfig()
     class_images: ClassImagesConfig = ClassImagesConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    evaluate_base: EvaluateBaseConfig = EvaluateBaseConfig()
+    personalization: PersonalizationConfig = PersonalizationConfig()
 
     def effective(self) -> dict[str, Any]:
         """The parameters as plain data (what MLflow records)."""
@@ -173,7 +181,7 @@ class Params(Section):
         self.trainer.check_this_machine()
         check_batches(batch_memory(self.trainer, self.augment, self.train_segmenter, self.reid,
                                    self.evaluate_reid, self.zoo, self.pretrain_base, self.pretrain_clip,
-                                   self.finetune), self.trainer)
+                                   self.finetune) + [self.train_classifier.batch_memory()], self.trainer)
 
 
 def _format_error(source: str, error: dict[str, Any]) -> str:
@@ -200,7 +208,11 @@ def _section_type(annotation: Any) -> Optional[type[BaseModel]]:
 
 
 def _first_missing(model: type[BaseModel], raw: dict, path: str = "") -> Optional[str]:
-    """The first key of the schema a params mapping leaves out (sections, their keys, nested ones)."""
+    """The first key of the schema a params mapping leaves out (sections, their keys, nested ones).
+    A model of overrides (every key optional, None by default: a table row's changes) is partial
+    by design."""
+    if all(field.default is None for field in model.model_fields.values()):
+        return None
     for name, field in model.model_fields.items():
         if name not in raw:
             return path + name

@@ -27,6 +27,9 @@ SILENT_LOGGERS = ("mlflow.store.db.utils",)
 WARNING_NOISE = (
     # torch deprecates LeafSpec; Lightning's own pytree helper still checks for it
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # Lightning's own all_gather (generation gathers images across ranks) calls a torch function
+    # torch has deprecated
+    (r"torch\.distributed\.nn\.functional\.all_gather is deprecated", Warning),
     # frozen VAEs and teachers are in eval mode on purpose
     (r"Found \d+ module\(s\) in eval mode at the start of training", Warning),
 )

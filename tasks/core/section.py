@@ -62,3 +62,15 @@ BatchLimit = Annotated[
     WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_STEPS},
                               {"type": "number", "exclusiveMinimum": 0, "maximum": 1}]}),
 ]
+
+
+def _row_names(rows: dict) -> dict:
+    for name in rows:
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"row name {name!r}: use letters, digits and underscores")
+    return rows
+
+
+# The rows of a table (a foreach stage family): each name becomes part of a DVC stage name
+# (`reid_ablation@<row>`) and of file names.
+TableRows = AfterValidator(_row_names)

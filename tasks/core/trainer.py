@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -282,3 +283,18 @@ def fit(params: Params, stage: str, module: L.LightningModule, *, run: Optional[
             raise interrupt.StageInterrupted(signal.SIGTERM, f"the checkpoint {last} resumes training"
                                              if last.is_file() else "no training step was kept") from None
     return Fitted(trainer, history, checkpoints, resume)
+
+
+def predict(params: Params, module: L.LightningModule, dataloader: Any, callbacks: Sequence[L.Callback] = ()) -> None:
+    """The one inference entry (generation): the hardware of params.trainer, Lightning's
+    distributed sampler dealing the items over the ranks, its progress bar; nothing logged
+    (the stage records what it keeps). Predictions go to the callbacks (a prediction writer)."""
+    cfg = params.trainer
+    trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
+                        precision=cfg.precision, num_nodes=cfg.num_nodes, logger=False, callbacks=list(callbacks),
+                        enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=True,
+                        default_root_dir=params.paths.checkpoints)
+    with warnings.catch_warnings():
+        # The loader yields whole batches (no sampler batching), which Lightning notes every time.
+        warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+        trainer.predict(module, dataloaders=dataloader, return_predictions=True)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 from typing import Optional
 
 import mlflow
 
-from tasks.core.errors import InputDataError, run_stage_main
+from tasks.core.errors import run_stage_main
 from tasks.core.params import ORACLE_RESTORER
 from tasks.core.outputs import atomic_outputs
+from tasks.core.report import read_rows, write_csv, write_table
 from tasks.core.stage import stage_params
 from tasks.core.tracking import stage_run
 
@@ -34,21 +33,6 @@ def components(variant: dict) -> dict[str, bool]:
     return {"G": variant["global_stream"], "CSA": variant["csa"], "L_att": variant["attention_loss"],
             "phi_s-": face == "student" and not variant["knowledge_propagation"],
             "phi_s+": face == "student" and variant["knowledge_propagation"], "phi_t": face == "teacher"}
-
-
-def read_rows(directory: Path, names: list[str]) -> list[dict]:
-    rows = []
-    for name in names:
-        path = directory / f"{name}.json"
-        if not path.is_file():
-            raise InputDataError(f"{path}: missing; run the row first (dvc repro reid_ablation@{name})")
-        row = json.loads(path.read_text())
-        missing = [key for key in ROW_KEYS if key not in row]
-        if missing:
-            raise InputDataError(f"{path}: no {', '.join(missing)}; run the row again "
-                                 f"(dvc repro -f reid_ablation@{name})")
-        rows.append(row)
-    return rows
 
 
 def table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -75,14 +59,6 @@ def notes(rows: list[dict]) -> list[str]:
     return found
 
 
-def markdown(header: list[str], body: list[list[str]], footnotes: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    for note in footnotes:
-        lines += ["", note]
-    return "\n".join(lines) + "\n"
-
-
 def model_label(row: dict) -> str:
     """The row's name where no footnote follows it (plots): oracle rows say so in the name."""
     return f"{row['row']} ({ORACLE})" if row["oracle"] else row["row"]
@@ -91,23 +67,16 @@ def model_label(row: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     params = stage_params(STAGE, argv)
     names = list(params.reid_ablation.rows)
-    rows = read_rows(params.paths.metrics / "reid_ablation", names)
+    rows = read_rows(params.paths.metrics / "reid_ablation", names, "reid_ablation", ROW_KEYS)
     header, body = table(rows)
     targets = (params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
     with stage_run(STAGE, params), atomic_outputs(*targets) as (tmp_metrics, tmp_plots):
         mlflow.log_param("reid_ablation_report.rows", ",".join(names))
-        tmp_plots.mkdir(parents=True)
-        text = markdown(header, body, notes(rows))
-        (tmp_plots / "table.md").write_text(text)
-        with (tmp_plots / "table.csv").open("w", newline="") as f:
-            csv.writer(f).writerows([header, *body])
+        text = write_table(tmp_plots, header, body, notes(rows))
         # One line per row and protocol: what `dvc plots` draws as bars.
-        with (tmp_plots / "rank1.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["model", "protocol", "rank1", "mAP"])
-            for row in rows:
-                for protocol, result in row["test"].items():
-                    writer.writerow([model_label(row), protocol, result["rank1"], result["mAP"]])
+        write_csv(tmp_plots / "rank1.csv", ["model", "protocol", "rank1", "mAP"],
+                  [[model_label(row), protocol, result["rank1"], result["mAP"]]
+                   for row in rows for protocol, result in row["test"].items()])
         summary = {row["row"]: {ORACLE: row["oracle"], **row["test"]} for row in rows}
         tmp_metrics.write_text(json.dumps(summary, indent=2) + "\n")
         mlflow.log_artifacts(str(tmp_plots), artifact_path="reid_ablation")

@@ -17,6 +17,8 @@ import csv
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import mlflow
@@ -32,6 +34,7 @@ from lightning_modules.diffusion.specificity import LanguageDrift
 from lightning_modules.diffusion.tokenizer import load_rare_tokens
 from lightning_modules.diffusion.validation import ValidationImages
 from tasks.core.params import Params
+from tasks.core.schema.diffusion import FinetuneConfig
 from tasks.core.curves import write_curves
 from tasks.core.trainer import fit
 from tasks.diffusion.setup import enlarge, manifest_path, manifest_rows, seeded_loader, settings_from
@@ -89,9 +92,22 @@ def language_drift(params: Params, components: dict, subjects: list[SubjectRecor
     return LanguageDrift(components, [s.prompt for s in subjects], others, pixels, params.seed)
 
 
-def main(argv: list[str] | None = None) -> None:
-    params = stage_params(STAGE, argv)
-    cfg = params.finetune
+@dataclass
+class Prepared:
+    """Everything a fine-tuning run needs, built from params: shared by this stage and the
+    rows of the personalization table (tasks/diffusion/personalization.py)."""
+
+    subjects: list[SubjectRecord]
+    base: Path
+    components: dict
+    tokens: list
+    module: SubjectFinetuner
+    loader: object
+    key: dict
+    resolution: int
+
+
+def prepare(params: Params, cfg: FinetuneConfig) -> Prepared:
     subjects = read_subjects(params)
     base = base_model_path(params)
     class_images = read_class_images(params, {s.class_noun for s in subjects}) if cfg.prior_preservation else {}
@@ -118,6 +134,23 @@ def main(argv: list[str] | None = None) -> None:
     dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, resolution)
     loader = seeded_loader(dataset, cfg.batch_size, params)
     key = {"manifest": hashlib.sha256(manifest_path(params).read_bytes()).hexdigest(), "base": str(base)}
+    return Prepared(subjects, base, components, tokens, module, loader, key, resolution)
+
+
+def export(prepared: Prepared, mode: str, directory: Path) -> dict:
+    """The trained weights in stock diffusers formats, with the run's manifest."""
+    subjects = prepared.subjects
+    return export_finetuned(prepared.components, mode, prepared.tokens, directory, {
+        "base_model": str(prepared.base), "prompts": {s.name: s.prompt for s in subjects},
+        "subjects": {s.name: {"identifier": s.identifier, "class_noun": s.class_noun} for s in subjects}})
+
+
+def main(argv: list[str] | None = None) -> None:
+    params = stage_params(STAGE, argv)
+    cfg = params.finetune
+    prepared = prepare(params, cfg)
+    subjects, components, module = prepared.subjects, prepared.components, prepared.module
+    tokenizer, loader, key = components["tokenizer"], prepared.loader, prepared.key
     prompts = [s.prompt for s in subjects[:8]] + [f"a {subjects[0].class_noun}"]
 
     if not is_rank_zero():  # a DDP worker: train, leave outputs and tracking to rank zero
@@ -125,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
             accumulate_grad_batches=cfg.accumulate_grad_batches)
         return
 
-    drift = language_drift(params, components, subjects, resolution)
+    drift = language_drift(params, components, subjects, prepared.resolution)
     grids: dict[int, object] = {}
 
     def keep_grid(step: int, grid) -> None:
@@ -143,23 +176,21 @@ def main(argv: list[str] | None = None) -> None:
         trainer, history, checkpoints = fitted.trainer, fitted.history, fitted.checkpoints
         if trainer.global_step not in grids:
             keep_grid(trainer.global_step, validation.draw(module))
-        export_finetuned(components, cfg.mode, tokens, tmp, {
-            "base_model": str(base), "prompts": {s.name: s.prompt for s in subjects},
-            "subjects": {s.name: {"identifier": s.identifier, "class_noun": s.class_noun} for s in subjects}})
+        export(prepared, cfg.mode, tmp)
         tmp_plots.mkdir()
         write_curves(history, tmp_plots)
         Image.fromarray(enlarge(grids[trainer.global_step])).save(tmp_plots / "validation.png")
         trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
         metrics = {"mode": cfg.mode, "steps": trainer.global_step, "trained_parameters": trained,
                    "final_loss": history.train[-1]["loss"] if history.train else None,
-                   "subjects": len(subjects), "instance_images": len(instances), "language_drift": drift.measure()}
+                   "subjects": len(subjects), "instance_images": sum(len(s.images) for s in subjects),
+                   "language_drift": drift.measure()}
         tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
         mlflow.log_metric("trained_parameters", trained)
         mlflow.log_metrics({f"language_drift/{k}": v for k, v in metrics["language_drift"].items()
                             if isinstance(v, float)})
         mlflow.log_artifacts(str(tmp), artifact_path="finetuned")
     shutil.rmtree(checkpoints, ignore_errors=True)
-
 
 if __name__ == "__main__":
     run_stage_main(main)

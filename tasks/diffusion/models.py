@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.core.params import Params
 from tasks.core.errors import InputDataError
+from tasks.core.outputs import atomic_outputs
+from tasks.core.params import Params
+from tasks.core.stage import is_rank_zero
+from tasks.core.tracking import stage_run
 
 RECORD = "model.json"
 
@@ -25,6 +28,10 @@ def base_dir(params: Params) -> Path:
 
 def clip_dir(params: Params) -> Path:
     return params.paths.data / "models" / "clip"
+
+
+def dino_dir(params: Params) -> Path:
+    return params.paths.data / "models" / "dino"
 
 
 def write_record(directory: Path, path: Path, **extra) -> None:
@@ -55,3 +62,19 @@ def base_model_path(params: Params) -> Path:
 
 def clip_model_path(params: Params) -> Path:
     return Path(read_record(clip_dir(params), "pretrain_clip")["path"])
+
+
+def dino_model_path(params: Params) -> Path:
+    """The ViT the DINO metric reads: the tiny one after self-distillation, or the user's."""
+    return Path(read_record(dino_dir(params), "pretrain_dino")["path"])
+
+
+def record_real_model(stage: str, params: Params, outputs: tuple[Path, Path, Path], path: Path) -> None:
+    """A real model named in params.zoo is used as it is: the pretraining stage records where it
+    is (outputs: model record folder, metrics file, plots folder) and trains nothing."""
+    if not is_rank_zero():
+        return
+    with stage_run(stage, params), atomic_outputs(*outputs) as (tmp, tmp_metrics, tmp_plots):
+        write_record(tmp, path, pretrained=False)
+        tmp_metrics.write_text(json.dumps({"skipped": True}) + "\n")
+        tmp_plots.mkdir()

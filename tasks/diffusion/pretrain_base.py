@@ -9,6 +9,7 @@ real model the stage records that model and trains nothing.
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -17,9 +18,10 @@ import lightning as L
 import mlflow
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
-from lightning_modules.diffusion.data import CaptionedImages, load_pixels
+from lightning_modules.diffusion.data import CaptionedImage, CaptionedImages, load_pixels
 from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline, resolution_of, save_pipeline
 from lightning_modules.diffusion.pretrain import TextToImagePretrainer, VaePretrainer, latent_scaling_factor
 from lightning_modules.diffusion.tokenizer import load_rare_tokens, save_rare_tokens
@@ -27,9 +29,10 @@ from lightning_modules.synthworld.scenes import SCENE_KINDS, Scene
 from lightning_modules.core.visual import image_grid
 from tasks.core.curves import write_curves
 from tasks.core.trainer import fit
-from tasks.diffusion.setup import class_captions, enlarge, pretraining_key, seeded_loader
+from tasks.diffusion.setup import class_captions, enlarge, manifest_rows, pretraining_key, seeded_loader
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
+from tasks.core.params import Params
 from tasks.core.stage import is_rank_zero, stage_params
 from tasks.core.tracking import log_image, stage_run
 from tasks.diffusion.models import base_dir, write_record, zoo_model
@@ -44,6 +47,49 @@ def sample_prompts(class_nouns: list[str]) -> list[str]:
 
 
 @torch.no_grad()
+def scene_captions(params: Params) -> list[CaptionedImage]:
+    """The scenes alone, captioned by their place ("on a beach"), from the scenes folder's
+    scenes.yaml; a folder without one gives none."""
+    folder = Path(params.augment.scenes_dir)
+    meta = folder / "scenes.yaml"
+    if not meta.is_file():
+        return []
+    entries = (yaml.safe_load(meta.read_text()) or {}).get("scenes", [])
+    return [CaptionedImage(folder / e["file"], e["caption"]) for e in entries
+            if e.get("caption") and (folder / e["file"]).is_file()]
+
+
+def mixed_captions(params: Params) -> list[CaptionedImage]:
+    """Disen-Mix's several-subject images captioned by their classes ("a dog, a robot"): the
+    base model meets several subjects in one picture before MSP asks it for them."""
+    root = params.paths.data / "augmented"
+    manifest = root / "mixed" / "manifest.csv"
+    if not manifest.is_file():
+        return []
+    nouns = {row["subject"]: row["class_noun"] for row in manifest_rows(params)}
+    with manifest.open(newline="") as f:
+        return [CaptionedImage(root / row["image"], ", ".join(f"a {nouns[s]}" for s in row["subjects"].split(";")))
+                for row in csv.DictReader(f) if all(s in nouns for s in row["subjects"].split(";"))]
+
+
+def pretraining_captions(params: Params) -> list[CaptionedImage]:
+    """What the base model learns from, covering the prompts the pipeline later asks for:
+    "a <class> <scene>" for the augment stage's training images, "a <class>" for a share of
+    them (pretrain_base.class_only_share, evenly spread), the scenes alone, and several
+    subjects together."""
+    cfg = params.pretrain_base
+    items = class_captions(params)
+    if cfg.class_only_share > 0:
+        every = max(1, round(1 / cfg.class_only_share))
+        items = [CaptionedImage(item.path, " ".join(item.caption.split()[:2])) if k % every == every - 1 else item
+                 for k, item in enumerate(items)]
+    if cfg.scene_images:
+        items += scene_captions(params)
+    if cfg.mixed_images:
+        items += mixed_captions(params)
+    return items
+
+
 def reconstructions(vae, paths: list[Path], resolution: int) -> np.ndarray:
     pixels = torch.stack([load_pixels(p, resolution) for p in paths])
     decoded = vae.decode(vae.encode(pixels).latent_dist.mode()).sample
@@ -66,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                 mlflow.set_tag("subjectlab.skipped", "real base model")
         return
 
-    items = class_captions(params)
+    items = pretraining_captions(params)
     if not items:
         raise InputDataError("data/augmented/manifest.csv: no training images to pretrain on")
     L.seed_everything(params.seed, workers=True, verbose=False)
@@ -104,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
             save_rare_tokens(tmp / "pipeline" / "tokenizer", rare)
         write_record(tmp, target / "pipeline", pretrained=True)
 
-        nouns = sorted({i.caption.split()[1] for i in items})
+        nouns = sorted({row["class_noun"] for row in manifest_rows(params)})
         samples = generate(make_pipeline(components), sample_prompts(nouns), seed=params.seed,
                            steps=cfg.sample_steps, guidance_scale=cfg.guidance_scale, desc="samples")
         grid = enlarge(image_grid(list(samples), columns=4))

@@ -25,7 +25,7 @@ from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import is_rank_zero, stage_params
 from tasks.core.tracking import stage_run
-from tasks.diffusion.models import clip_dir, write_record, zoo_model
+from tasks.diffusion.models import clip_dir, record_real_model, write_record, zoo_model
 
 STAGE = "pretrain_clip"
 
@@ -37,11 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     target = clip_dir(params)
     outputs = (target, params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
     if not zoo["tiny"]:
-        if is_rank_zero():
-            with stage_run(STAGE, params), atomic_outputs(*outputs) as (tmp, tmp_metrics, tmp_plots):
-                write_record(tmp, Path(zoo["path"]), pretrained=False)
-                tmp_metrics.write_text(json.dumps({"skipped": True}) + "\n")
-                tmp_plots.mkdir()
+        record_real_model(STAGE, params, outputs, Path(zoo["path"]))
         return
     items = class_captions(params)
     if not items:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
@@ -49,7 +50,8 @@ def content_digest(files: Iterable[Path], root: Path) -> str:
     """sha256 over the files' names (relative to `root`), sizes and bytes, in the given order."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
+        name = Path(os.path.relpath(path, root)).as_posix()
+        digest.update(f"{name}\0{path.stat().st_size}\0".encode())
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)

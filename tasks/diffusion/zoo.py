@@ -29,7 +29,8 @@ STAGE = "zoo"
 
 def tiny_sizes(params: Params) -> TinySizes:
     cfg = params.zoo
-    return TinySizes(resolution=cfg.resolution, unet_channels=tuple(cfg.unet_channels), text_width=cfg.text_width,
+    return TinySizes(resolution=cfg.resolution, unet_channels=tuple(cfg.unet_channels),
+                     vae_channels=tuple(cfg.vae_channels), text_width=cfg.text_width,
                      text_layers=cfg.text_layers, vision_width=cfg.vision_width, vision_layers=cfg.vision_layers,
                      patch_size=cfg.patch_size, projection_dim=cfg.text_width)
 

@@ -82,10 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = params.train_segmenter
     augmented = params.paths.data / "augmented"
     classes, splits, manifest_digest = read_splits(augmented)
-    image_size = params.augment.canvas_size
+    # The U-Net halves five times: a side of 32k pixels (the augment canvas when unset).
+    image_size = cfg.image_size or max(32, params.augment.canvas_size // 32 * 32)
 
     L.seed_everything(params.seed, workers=True, verbose=False)
-    net = ResNet34UNet(len(classes), cfg.decoder_channels, class_names=classes)
+    net = ResNet34UNet(len(classes), cfg.decoder_channels, class_names=classes, image_size=image_size)
     if params.models.segmenter_encoder_weights is not None:
         try:
             net.load_encoder_weights(params.models.segmenter_encoder_weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from tasks.core.section import (
     BatchLimit,
@@ -16,6 +16,7 @@ from tasks.core.section import (
     LossWeight,
     Probability,
     Section,
+    TableRows,
     WeightDecay,
 )
 
@@ -96,12 +97,4 @@ class EvaluateReidConfig(Section):
 class ReidAblationConfig(Section):
     max_epochs: Epochs = 30
     limit_train_batches: BatchLimit = 1.0
-    rows: dict[str, Variant] = Field({}, max_length=256)
-
-    @field_validator("rows")
-    @classmethod
-    def _names(cls, value: dict[str, Variant]) -> dict[str, Variant]:
-        for name in value:
-            if not name.replace("_", "").isalnum():
-                raise ValueError(f"row name {name!r}: use letters, digits and underscores")
-        return value
+    rows: Annotated[dict[str, Variant], TableRows] = Field({}, max_length=256)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, create_model, field_validator, model_validator
 
 from tasks.core.section import (
     MAX_STEPS,
@@ -15,8 +15,10 @@ from tasks.core.section import (
     Layers,
     LearningRate,
     LossWeight,
+    Probability,
     Section,
     Steps,
+    TableRows,
     WeightDecay,
 )
 
@@ -47,6 +49,9 @@ class ZooConfig(Section):
     dino: ModelSource = TINY            # a ViT directory (DINO) with its image processor
     resolution: int = Field(32, ge=16, le=1024)
     unet_channels: list[TinyWidth] = Field([32, 64], max_length=MAX_UNET_LEVELS)
+    # The autoencoder's levels: each after the first halves the pixels (Stable Diffusion: 4
+    # levels, 8x). 3 levels on 64 px keep the latents at 16 x 16, as 2 levels on 32 px do.
+    vae_channels: list[TinyWidth] = Field([32, 64], min_length=2, max_length=MAX_UNET_LEVELS)
     text_width: TinyWidth = 64
     text_layers: Layers = 2
     vision_width: TinyWidth = 64
@@ -61,8 +66,10 @@ class ZooConfig(Section):
     def _shapes(self) -> "ZooConfig":
         if len(self.unet_channels) < 2:
             raise ValueError("unet_channels: at least 2 levels (the first has no cross-attention)")
-        if self.resolution % 2 or (self.resolution // 2) % 2 ** (len(self.unet_channels) - 1):
-            raise ValueError("resolution: the latents (resolution / 2) must halve at every UNet level")
+        vae_scale = 2 ** (len(self.vae_channels) - 1)
+        if self.resolution % vae_scale or (self.resolution // vae_scale) % 2 ** (len(self.unet_channels) - 1):
+            raise ValueError(f"resolution: the latents (resolution / {vae_scale}, one halving per vae_channels level "
+                             "after the first) must halve at every UNet level")
         if self.resolution % self.patch_size:
             raise ValueError("resolution: must be a multiple of patch_size")
         for key in ("text_width", "vision_width"):
@@ -70,9 +77,10 @@ class ZooConfig(Section):
             if width > ATTENTION_HEAD_WIDTH and width % ATTENTION_HEAD_WIDTH:
                 raise ValueError(f"{key}: {width} splits into attention heads of {ATTENTION_HEAD_WIDTH} channels: "
                                  f"use a multiple of {ATTENTION_HEAD_WIDTH} (or at most {ATTENTION_HEAD_WIDTH})")
-        if any(channels % NORM_GROUPS for channels in self.unet_channels):
-            raise ValueError(f"unet_channels: every level is normalised in {NORM_GROUPS} groups: "
-                             f"use multiples of {NORM_GROUPS}")
+        for key in ("unet_channels", "vae_channels"):
+            if any(channels % NORM_GROUPS for channels in getattr(self, key)):
+                raise ValueError(f"{key}: every level is normalised in {NORM_GROUPS} groups: "
+                                 f"use multiples of {NORM_GROUPS}")
         return self
 
 
@@ -87,6 +95,12 @@ class PretrainBaseConfig(Section):
     lr: LearningRate = 5e-4
     weight_decay: WeightDecay = 1e-2
     caption_dropout: float = Field(0.1, ge=0, lt=1)   # unconditional samples for guidance
+    # Captions beyond "a <class> <scene>", so that every prompt the pipeline later asks for is
+    # in distribution: "a <class>" for this share of the images, the scenes alone, several
+    # subjects together (the Disen-Mix images).
+    class_only_share: Annotated[float, Field(ge=0, le=1)] = 0.25
+    scene_images: bool = True
+    mixed_images: bool = True
     sample_steps: InferenceSteps = 20
     guidance_scale: GuidanceScale = 3.0
 
@@ -96,6 +110,51 @@ class PretrainClipConfig(Section):
     steps: Steps = 300
     lr: LearningRate = 5e-4
     weight_decay: WeightDecay = 1e-2
+
+
+# A share of an image's area (crop scales).
+AreaShare = Annotated[float, Field(gt=0, le=1)]
+# Softmax temperatures: DINO's are 0.04 (teacher) and 0.1 (student); above 1 the logits
+# (cosines in [-1, 1]) would give near-uniform distributions.
+Temperature = Annotated[float, Field(gt=0, le=1)]
+# EMA momenta: 1 would never move, and a negative one is no average.
+Momentum = Annotated[float, Field(ge=0, le=1)]
+
+
+class PretrainDinoConfig(Section):
+    """DINO self-distillation of the tiny ViT on the subjects' images (skipped for a real DINO)."""
+
+    batch_size: int = Field(32, ge=2, le=4096)   # the head's batch norm needs two images at least
+    steps: Steps = 300
+    warmup_steps: int = Field(30, ge=0, le=MAX_STEPS)
+    lr: LearningRate = 1e-3
+    weight_decay: WeightDecay = 4e-2
+    local_crops: int = Field(4, ge=0, le=32)
+    out_dim: int = Field(512, ge=2, le=65536)    # K prototypes (DINO: 65536)
+    head_hidden_dim: int = Field(256, ge=1, le=8192)
+    bottleneck_dim: int = Field(64, ge=1, le=1024)
+    teacher_temperature: Temperature = 0.04
+    student_temperature: Temperature = 0.1
+    momentum: Momentum = 0.97
+    center_momentum: Momentum = 0.9
+    global_crop_scale: tuple[AreaShare, AreaShare] = (0.4, 1.0)
+    local_crop_scale: tuple[AreaShare, AreaShare] = (0.05, 0.4)
+    color_jitter: float = Field(0.2, ge=0, le=1)
+    background_swap: Probability = 0.8   # share of the student's views with the subject on a random scene
+
+    @field_validator("global_crop_scale", "local_crop_scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError("expected [min, max] with min <= max")
+        return value
+
+    @model_validator(mode="after")
+    def _warmup_within_training(self) -> "PretrainDinoConfig":
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps: {self.warmup_steps} is more than steps ({self.steps}): "
+                             "the learning rate would never reach pretrain_dino.lr")
+        return self
 
 
 class ClassImagesConfig(Section):
@@ -152,3 +211,36 @@ class FinetuneConfig(Section):
             raise ValueError(f"warmup_steps: {self.warmup_steps} is more than max_steps ({self.max_steps}): "
                              "the learning rate would never reach finetune.lr")
         return self
+
+
+def _optional(field) -> object:
+    """The field's type with its bounds, or None."""
+    kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return Optional[kind]
+
+
+# A row of the personalization table: the finetune keys it sets differently, each with the
+# finetune schema's own type and bounds (the stage checks the row again merged with finetune).
+FinetuneOverrides = create_model(
+    "FinetuneOverrides", __base__=Section,
+    **{name: (_optional(field), None) for name, field in FinetuneConfig.model_fields.items()})
+
+
+class PersonalizationConfig(Section):
+    """The personalization table: one fine-tuning per row, generated from one prompt set and
+    its seeds, and measured by the same judges (DreamBooth's Table 1 on SynthWorld)."""
+
+    prompt_set: Path = Path("prompts/personalization.yaml")
+    inference_steps: InferenceSteps = 20
+    guidance_scale: GuidanceScale = 3.0
+    batch_size: BatchSize = 16        # images per generation batch (fixed chunks of the set)
+    rows: Annotated[dict[str, FinetuneOverrides], TableRows] = Field({}, max_length=256)
+
+
+class EvaluateBaseConfig(Section):
+    """The base model's class prior measured: "a <class> <scene>" judged by the classifier."""
+
+    prompt_set: Path = Path("prompts/base.yaml")
+    inference_steps: InferenceSteps = 20
+    guidance_scale: GuidanceScale = 3.0
+    batch_size: BatchSize = 16

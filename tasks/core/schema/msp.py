@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 from pydantic import Field, field_validator
 
@@ -57,6 +57,9 @@ class AugmentConfig(Section):
 
 
 class TrainSegmenterConfig(Section):
+    # The side images are resized to for training and judging (a multiple of 32: the U-Net
+    # halves five times); null trains at the augment canvas.
+    image_size: Optional[Annotated[int, Field(ge=32, le=4096, multiple_of=32)]] = None
     batch_size: BatchSize = 4
     lr: LearningRate = 1e-4
     max_epochs: Epochs = 14
