@@ -140,7 +140,9 @@ def test_values_beyond_what_the_method_means_are_named(key, value, expected):
 
 
 @pytest.mark.parametrize("changes, expected", [
-    ({"train_segmenter.batch_size": 4096, "augment.canvas_size": 4096},
+    ({"train_segmenter.batch_size": 4096, "train_segmenter.image_size": 4096},
+     "a batch of train_segmenter.batch_size 4096 x train_segmenter.image_size 4096^2 needs at least"),
+    ({"train_segmenter.batch_size": 4096, "train_segmenter.image_size": None, "augment.canvas_size": 4096},
      "a batch of train_segmenter.batch_size 4096 x augment.canvas_size 4096^2 needs at least"),
     ({"reid.identities_per_batch": 1024, "reid.images_per_identity": 256, "reid.image_size": [1024, 1024]},
      "a batch of reid.identities_per_batch 1024 x reid.images_per_identity 256 x reid.image_size 1024x1024"),
@@ -281,8 +283,8 @@ STAGE_CASES = [
     ("synthesize", {"synthesize.num_subjects": 48, "synthesize.images_per_subject": 100_000,
                     "synthesize.image_size": 2048},
      ("error: synthesize: synthesize.num_subjects 48 x synthesize.images_per_subject 100000", "of disk;")),
-    ("train_segmenter", {"train_segmenter.batch_size": 4096, "augment.canvas_size": 4096},
-     ("{file}: a batch of train_segmenter.batch_size 4096 x augment.canvas_size 4096^2", "of memory")),
+    ("train_segmenter", {"train_segmenter.batch_size": 4096, "train_segmenter.image_size": 4096},
+     ("{file}: a batch of train_segmenter.batch_size 4096 x train_segmenter.image_size 4096^2", "of memory")),
     ("train_classifier", {"train_classifier.batch_size": 4096, "train_classifier.image_size": 512,
                           "train_classifier.width": 512},
      ("{file}: a batch of train_classifier.batch_size 4096 x train_classifier.image_size 512^2", "of memory")),

@@ -14,8 +14,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from lightning_modules.diffusion.data import CaptionedImage, CaptionedImages, tokenize
+from lightning_modules.diffusion.data import CaptionedImage, CaptionedImages, EncodedImages, tokenize
 from lightning_modules.diffusion.finetune import FinetuneSettings
+from lightning_modules.diffusion.losses import denoising_losses, subject_weights
 from lightning_modules.diffusion.pretrain import TextToImagePretrainer
 from lightning_modules.diffusion.tiny import TinySizes, tiny_text_to_image
 from lightning_modules.diffusion.tokenizer import build_word_tokenizer, rare_token_pool, synthworld_words
@@ -96,6 +97,77 @@ def test_a_dropped_caption_is_the_empty_prompt(tokenizer, tmp_path):
         dataset.set_epoch(epoch)
         for i in range(len(dataset)):
             assert torch.equal(dataset[i]["input_ids"], empty if dataset.dropped(i) else caption)
+
+
+# --- the subjects' share of the loss ------------------------------------------------------
+
+def test_subject_masks_come_with_the_images_area_resized_and_zero_without_a_subject(tokenizer, tmp_path):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[0:16, 0:32] = 7                       # any non-zero label is a subject: 1/8 of the picture
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    image = write_png(tmp_path / "image.png", 0, size=64)
+    items = [CaptionedImage(image, "a dog on a beach", tmp_path / "mask.png"), CaptionedImage(image, "on a beach")]
+    dataset = CaptionedImages(items, tokenizer, 32, masks=True)
+    with_subject, scene_only = dataset[0]["subject_mask"], dataset[1]["subject_mask"]
+    assert with_subject.shape == scene_only.shape == (1, 32, 32)
+    assert with_subject.mean().item() == pytest.approx(1 / 8)
+    assert with_subject[0, :8, :16].min().item() == 1.0 and with_subject[0, 8:, :].max().item() == 0.0
+    assert scene_only.abs().sum().item() == 0.0
+    assert "subject_mask" not in CaptionedImages(items, tokenizer, 32)[0]
+
+
+def test_subject_weights_raise_the_subjects_pixels_by_one_plus_w_and_keep_the_mean_at_one():
+    masks = torch.zeros(2, 1, 8, 8)
+    masks[0, :, :1, :4] = 1.0                  # a strip of the first image; the second has no subject
+    weights = subject_weights(masks, (4, 4), subject_weight=9.0)
+    assert weights.shape == (2, 1, 4, 4)
+    assert weights.mean(dim=(1, 2, 3)).tolist() == pytest.approx([1.0, 1.0])
+    # a latent pixel half covered by the subject gets 1 + 9 * 0.5 against 1 for the background
+    assert (weights[0, 0, 0, 0] / weights[0, 0, 3, 3]).item() == pytest.approx(5.5)
+    assert torch.allclose(weights[1], torch.ones(1, 4, 4))
+
+
+def test_weighted_denoising_loss_is_the_plain_one_under_unit_weights_and_scales_with_them(tokenizer):
+    torch.manual_seed(0)
+    c = tiny_text_to_image(tokenizer, TinySizes())
+    latents, ids = torch.randn(2, 4, 16, 16), tokenize(tokenizer, ["a dog", "on a beach"])
+
+    def loss(weights):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return denoising_losses(c["unet"], c["text_encoder"], c["scheduler"], latents, ids, weights)
+
+    plain = loss(None)
+    assert torch.allclose(loss(torch.ones(2, 1, 16, 16)), plain)
+    assert torch.allclose(loss(torch.full((2, 1, 16, 16), 3.0)), 3 * plain)
+    # the halves' weighted losses add up to the plain one
+    left, right = torch.zeros(2, 1, 16, 16), torch.zeros(2, 1, 16, 16)
+    left[..., :8], right[..., 8:] = 1.0, 1.0
+    assert torch.allclose(loss(left) + loss(right), plain, atol=1e-6)
+
+
+def test_encoded_images_hold_the_frozen_vaes_posterior_and_the_wrapped_captions(tokenizer, tmp_path, one_thread):
+    torch.manual_seed(0)
+    c = tiny_text_to_image(tokenizer, TinySizes())
+    c["vae"].eval()
+    items = [CaptionedImage(write_png(tmp_path / f"{i}.png", i), f"a dog on a beach {i}") for i in range(5)]
+    images = CaptionedImages(items, tokenizer, 32, caption_dropout=0.5, seed=1)
+    encoded = EncodedImages(images, c["vae"], batch_size=2)   # chunks of 2: the last one is short
+    with torch.no_grad():
+        posterior = c["vae"].encode(torch.stack([images[i]["pixel_values"] for i in range(5)])).latent_dist
+    torch.testing.assert_close(encoded.means, posterior.mean)
+    torch.testing.assert_close(encoded.stds, posterior.std)
+    for epoch in range(3):
+        encoded.set_epoch(epoch)
+        assert images.epoch == epoch
+        assert [torch.equal(encoded[i]["input_ids"], images[i]["input_ids"]) for i in range(5)] == [True] * 5
+    # the pretrainer samples latents from it: a finite loss that moves with the noise drawn
+    module = TextToImagePretrainer(c["unet"], c["vae"], c["text_encoder"], c["scheduler"], lr=1e-4,
+                                   weight_decay=0.0)
+    batch = {k: torch.stack([encoded[i][k] for i in range(4)]) for k in ("latent_mean", "latent_std", "input_ids")}
+    with torch.no_grad():
+        losses = [module.compute_loss(batch) for _ in range(2)]
+    assert all(torch.isfinite(x) for x in losses) and losses[0] != losses[1]
 
 
 class SeenEpochs(L.Callback):

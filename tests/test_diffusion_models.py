@@ -144,6 +144,35 @@ def test_finetuner_loss_is_instance_plus_lambda_prior_and_training_step_optimise
         module.training_step(batch, 0)
 
 
+def test_subject_weight_weighs_the_instances_subject_pixels_and_leaves_the_prior_alone(tiny, one_thread):
+    components, rare = tiny
+    tokens = add_identifier_tokens(components["tokenizer"], components["text_encoder"], ["sks"], rare)
+    settings = FinetuneSettings(mode="lora", prior_preservation_weight=1.0, lr=1e-4, text_encoder_lr=1e-4,
+                                embedding_lr=1e-3, weight_decay=0.0, subject_loss_weight=9.0)
+    module = SubjectFinetuner(components["unet"], components["vae"], components["text_encoder"],
+                              components["scheduler"], settings, identifier_ids=[t.token_id for t in tokens])
+    batch = dreambooth_batch(components["tokenizer"], prior=True)
+
+    def losses(masks=None, weight=9.0):
+        module.settings = replace(settings, subject_loss_weight=weight)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return module.compute_loss(batch if masks is None else {**batch, "subject_mask": masks})
+
+    plain = losses(weight=0.0)
+    # no subject in the masks: the weights are all one, the loss the plain one
+    empty = losses(torch.zeros(2, 1, 32, 32))
+    torch.testing.assert_close(empty.loss, plain.loss)
+    # a subject: the instance term changes, the prior term (class images carry no mask) does not
+    masks = torch.zeros(2, 1, 32, 32)
+    masks[:, :, 8:24, 12:20] = 1.0
+    weighted = losses(masks)
+    assert not torch.allclose(weighted.instance_loss, plain.instance_loss)
+    torch.testing.assert_close(weighted.prior_loss, plain.prior_loss)
+    # a batch without masks (the stage hands none when the weight is 0) trains unweighted
+    torch.testing.assert_close(losses().loss, plain.loss)
+
+
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_each_pretrainer_trains_on_its_own_compute_loss(tiny, one_thread):
     components, _ = tiny

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 class CaptionedImage:
     path: Path
     caption: str
+    mask: Optional[Path] = None   # where the subjects are (non-zero); None: no subject in the picture
 
 
 def load_pixels(path: Path, resolution: int) -> torch.Tensor:
@@ -26,6 +27,17 @@ def load_pixels(path: Path, resolution: int) -> torch.Tensor:
         image = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BOX)
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_mask(path: Optional[Path], resolution: int) -> torch.Tensor:
+    """1 x r x r float subject mask in [0, 1] (area-resized, so a thin subject keeps its share
+    of each pixel); zeros where `path` is None."""
+    if path is None:
+        return torch.zeros(1, resolution, resolution)
+    with Image.open(path) as image:
+        mask = Image.fromarray((np.asarray(image.convert("L")) > 0).astype(np.uint8) * 255)
+    mask = mask.resize((resolution, resolution), Image.Resampling.BOX)
+    return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None]
 
 
 def tokenize(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str]) -> torch.Tensor:
@@ -43,8 +55,10 @@ class CaptionedImages(Dataset):
     epoch on (`set_epoch`) at every epoch start."""
 
     def __init__(self, items: Sequence[CaptionedImage], tokenizer: PreTrainedTokenizerBase, resolution: int,
-                 caption_dropout: float = 0.0, seed: int = 0, image_processor: Callable | None = None):
+                 caption_dropout: float = 0.0, seed: int = 0, image_processor: Callable | None = None,
+                 masks: bool = False):
         self.items, self.tokenizer, self.resolution = list(items), tokenizer, resolution
+        self.masks = masks   # also hand over each item's subject mask ("subject_mask")
         # A CLIP image processor normalises as the vision tower expects; else [-1, 1].
         self.image_processor = image_processor
         self.caption_dropout, self.seed = caption_dropout, seed
@@ -69,7 +83,52 @@ class CaptionedImages(Dataset):
                 pixels = self.image_processor(images=image.convert("RGB"), return_tensors="pt").pixel_values[0]
         else:
             pixels = load_pixels(item.path, self.resolution)
-        return {"pixel_values": pixels, "input_ids": tokenize(self.tokenizer, [caption])[0]}
+        sample = {"pixel_values": pixels, "input_ids": tokenize(self.tokenizer, [caption])[0]}
+        if self.masks:
+            sample["subject_mask"] = load_mask(item.mask, self.resolution)
+        return sample
+
+
+class EncodedImages(Dataset):
+    """A CaptionedImages whose pictures come as the frozen VAE's latent distribution (mean and
+    std per latent pixel), encoded once instead of at every step: with the VAE frozen the UNet's
+    training sees the same distribution, and a step skips the encoder (about a third of a tiny
+    model's step). Latents are sampled from it in the training step. Captions, their dropout
+    and the subject masks are the wrapped dataset's."""
+
+    def __init__(self, images: CaptionedImages, vae, batch_size: int = 64):
+        self.images = images
+        means, stds = [], []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                pixels = torch.stack([load_pixels(item.path, images.resolution)
+                                      for item in images.items[start:start + batch_size]])
+                distribution = vae.encode(pixels.to(vae.dtype)).latent_dist
+                means.append(distribution.mean.float())
+                stds.append(distribution.std.float())
+        self.means, self.stds = torch.cat(means), torch.cat(stds)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.images.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self.images.epoch
+
+    def dropped(self, index: int) -> bool:
+        return self.images.dropped(index)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.images.items[index]
+        caption = "" if self.images.dropped(index) else item.caption
+        sample = {"latent_mean": self.means[index], "latent_std": self.stds[index],
+                  "input_ids": tokenize(self.images.tokenizer, [caption])[0]}
+        if self.images.masks:
+            sample["subject_mask"] = load_mask(item.mask, self.images.resolution)
+        return sample
 
 
 class DreamBoothPairs(Dataset):
@@ -78,8 +137,9 @@ class DreamBoothPairs(Dataset):
 
     def __init__(self, instances: Sequence[CaptionedImage], instance_classes: Sequence[str],
                  class_images: dict[str, Sequence[CaptionedImage]], tokenizer: PreTrainedTokenizerBase,
-                 resolution: int):
+                 resolution: int, masks: bool = False):
         self.instances, self.instance_classes = list(instances), list(instance_classes)
+        self.masks = masks   # also hand over the instance's subject mask ("subject_mask")
         self.class_images = {k: list(v) for k, v in class_images.items()}
         self.tokenizer, self.resolution = tokenizer, resolution
         self.prior = bool(self.class_images)
@@ -91,6 +151,8 @@ class DreamBoothPairs(Dataset):
         item = self.instances[index]
         sample = {"pixel_values": load_pixels(item.path, self.resolution),
                   "input_ids": tokenize(self.tokenizer, [item.caption])[0]}
+        if self.masks:
+            sample["subject_mask"] = load_mask(item.mask, self.resolution)
         if self.prior:
             pool = self.class_images[self.instance_classes[index]]
             prior = pool[index % len(pool)]

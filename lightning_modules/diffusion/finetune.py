@@ -20,7 +20,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from lightning_modules.diffusion.adapters import FinetuneMode, set_up_mode
-from lightning_modules.diffusion.losses import denoising_losses, encode_latents
+from lightning_modules.diffusion.losses import denoising_losses, encode_latents, subject_weights
 from lightning_modules.core.losses import check_finite
 
 
@@ -42,6 +42,7 @@ class FinetuneSettings:
     lora_rank: int = 4
     lora_alpha: float = 4.0
     gradient_checkpointing: bool = False
+    subject_loss_weight: float = 0.0          # extra weight on the subject's pixels (losses.subject_weights)
 
 
 class FinetuneLosses(NamedTuple):
@@ -85,7 +86,13 @@ class SubjectFinetuner(L.LightningModule):
             pixels = torch.cat([pixels, batch["class_pixel_values"]])
             input_ids = torch.cat([input_ids, batch["class_input_ids"]])
         latents = encode_latents(self.vae, pixels)
-        losses = denoising_losses(self.unet, self.text_encoder, self.noise_scheduler, latents, input_ids)
+        weights = None
+        if self.settings.subject_loss_weight and "subject_mask" in batch:
+            # the instance images' subjects weigh more; the class images (drawn, unmasked) do not
+            weights = subject_weights(batch["subject_mask"], latents.shape[-2:], self.settings.subject_loss_weight)
+            if prior:
+                weights = torch.cat([weights, torch.ones_like(weights)])
+        losses = denoising_losses(self.unet, self.text_encoder, self.noise_scheduler, latents, input_ids, weights)
         instance_loss = losses[:instances].mean()
         if not prior:
             return FinetuneLosses(instance_loss, instance_loss, None)

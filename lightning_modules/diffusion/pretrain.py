@@ -17,24 +17,29 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPModel, CLIPTextModel
 
-from lightning_modules.diffusion.losses import denoising_losses, encode_latents
+from lightning_modules.diffusion.losses import denoising_losses, encode_latents, subject_weights
 from lightning_modules.core.losses import check_finite
 
 
 class VaePretrainer(L.LightningModule):
-    def __init__(self, vae: AutoencoderKL, lr: float, kl_weight: float):
+    def __init__(self, vae: AutoencoderKL, lr: float, kl_weight: float, subject_weight: float = 0.0):
         super().__init__()
         self.vae, self.lr, self.kl_weight = vae, lr, kl_weight
+        self.subject_weight = subject_weight   # see losses.subject_weights; needs "subject_mask"
 
     def on_fit_start(self) -> None:
         self.vae.train()
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, reconstruction loss): reconstruction MSE + kl_weight * KL per pixel value."""
+        """(loss, reconstruction loss): reconstruction MSE (weighted towards the subjects' pixels)
+        + kl_weight * KL per pixel value."""
         pixels = batch["pixel_values"]
         posterior = self.vae.encode(pixels).latent_dist
         reconstruction = self.vae.decode(posterior.sample()).sample
-        reconstruction_loss = F.mse_loss(reconstruction, pixels)
+        error = F.mse_loss(reconstruction, pixels, reduction="none")
+        if self.subject_weight:
+            error = error * subject_weights(batch["subject_mask"], pixels.shape[-2:], self.subject_weight)
+        reconstruction_loss = error.mean()
         kl = posterior.kl().mean() / pixels[0].numel()
         return reconstruction_loss + self.kl_weight * kl, reconstruction_loss
 
@@ -59,10 +64,11 @@ def latent_scaling_factor(vae: AutoencoderKL, pixels: torch.Tensor) -> float:
 
 class TextToImagePretrainer(L.LightningModule):
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, text_encoder: CLIPTextModel,
-                 scheduler: DDPMScheduler, lr: float, weight_decay: float):
+                 scheduler: DDPMScheduler, lr: float, weight_decay: float, subject_weight: float = 0.0):
         super().__init__()
         self.unet, self.vae, self.text_encoder, self.noise_scheduler = unet, vae, text_encoder, scheduler
         self.lr, self.weight_decay = lr, weight_decay
+        self.subject_weight = subject_weight   # see losses.subject_weights; needs "subject_mask"
         vae.requires_grad_(False)
 
     def on_fit_start(self) -> None:
@@ -88,8 +94,15 @@ class TextToImagePretrainer(L.LightningModule):
             dataset.set_epoch(self.current_epoch)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        latents = encode_latents(self.vae, batch["pixel_values"])
-        return denoising_losses(self.unet, self.text_encoder, self.noise_scheduler, latents, batch["input_ids"]).mean()
+        if "latent_mean" in batch:   # encoded once by data.EncodedImages: sample from the posterior
+            mean, std = batch["latent_mean"], batch["latent_std"]
+            latents = (mean + std * torch.randn_like(mean)) * self.vae.config.scaling_factor
+        else:
+            latents = encode_latents(self.vae, batch["pixel_values"])
+        weights = subject_weights(batch["subject_mask"], latents.shape[-2:], self.subject_weight) \
+            if self.subject_weight else None
+        return denoising_losses(self.unet, self.text_encoder, self.noise_scheduler, latents, batch["input_ids"],
+                                weights).mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = check_finite(self.compute_loss(batch), "denoising loss", self.global_step)

@@ -38,12 +38,15 @@ def batch_memory(trainer: "TrainerConfig", augment: "AugmentConfig", segmenter: 
                  pretrain_base: "PretrainBaseConfig", pretrain_clip: "PretrainClipConfig",
                  finetune: "FinetuneConfig") -> list[BatchEstimate]:
     """The training and evaluation batches of the pipeline with the memory each needs at least."""
-    canvas = augment.canvas_size ** 2
+    # the segmenter trains at train_segmenter.image_size (none: the canvas, to a multiple of 32)
+    side, side_key = (segmenter.image_size, "train_segmenter.image_size") if segmenter.image_size \
+        else (augment.canvas_size, "augment.canvas_size")
+    canvas = side ** 2
     height, width = reid.image_size
     person = height * width * (RGB + FLOAT32) + 2 * reid.face_size ** 2 * RGB   # body, cloth mask, two faces
     estimates = [
-        BatchEstimate(f"train_segmenter.batch_size {segmenter.batch_size} x augment.canvas_size "
-                      f"{augment.canvas_size}^2", segmenter.batch_size * canvas * (RGB + LABEL + RESNET_STEM)),
+        BatchEstimate(f"train_segmenter.batch_size {segmenter.batch_size} x {side_key} {side}^2",
+                      segmenter.batch_size * canvas * (RGB + LABEL + RESNET_STEM)),
         BatchEstimate(f"reid.identities_per_batch {reid.identities_per_batch} x reid.images_per_identity "
                       f"{reid.images_per_identity} x reid.image_size {height}x{width}",
                       reid.identities_per_batch * reid.images_per_identity * person),

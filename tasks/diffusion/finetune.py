@@ -129,9 +129,10 @@ def prepare(params: Params, cfg: FinetuneConfig) -> Prepared:
                               components["scheduler"], settings_from(FinetuneSettings, cfg),
                               identifier_ids=[t.token_id for t in tokens])
     resolution = resolution_of(components)
-    instances = [CaptionedImage(image.image, s.prompt) for s in subjects for image in s.images]
+    instances = [CaptionedImage(image.image, s.prompt, image.mask) for s in subjects for image in s.images]
     classes = [s.class_noun for s in subjects for _ in s.images]
-    dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, resolution)
+    dataset = DreamBoothPairs(instances, classes, class_images, tokenizer, resolution,
+                              masks=cfg.subject_loss_weight > 0)
     loader = seeded_loader(dataset, cfg.batch_size, params)
     key = {"manifest": hashlib.sha256(manifest_path(params).read_bytes()).hexdigest(), "base": str(base)}
     return Prepared(subjects, base, components, tokens, module, loader, key, resolution)

@@ -21,7 +21,7 @@ import torch
 import yaml
 from PIL import Image
 
-from lightning_modules.diffusion.data import CaptionedImage, CaptionedImages, load_pixels
+from lightning_modules.diffusion.data import CaptionedImage, CaptionedImages, EncodedImages, load_pixels
 from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline, resolution_of, save_pipeline
 from lightning_modules.diffusion.pretrain import TextToImagePretrainer, VaePretrainer, latent_scaling_factor
 from lightning_modules.diffusion.tokenizer import load_rare_tokens, save_rare_tokens
@@ -68,7 +68,8 @@ def mixed_captions(params: Params) -> list[CaptionedImage]:
         return []
     nouns = {row["subject"]: row["class_noun"] for row in manifest_rows(params)}
     with manifest.open(newline="") as f:
-        return [CaptionedImage(root / row["image"], ", ".join(f"a {nouns[s]}" for s in row["subjects"].split(";")))
+        return [CaptionedImage(root / row["image"], ", ".join(f"a {nouns[s]}" for s in row["subjects"].split(";")),
+                               root / row["mask"] if row.get("mask") else None)
                 for row in csv.DictReader(f) if all(s in nouns for s in row["subjects"].split(";"))]
 
 
@@ -81,7 +82,8 @@ def pretraining_captions(params: Params) -> list[CaptionedImage]:
     items = class_captions(params)
     if cfg.class_only_share > 0:
         every = max(1, round(1 / cfg.class_only_share))
-        items = [CaptionedImage(item.path, " ".join(item.caption.split()[:2])) if k % every == every - 1 else item
+        items = [CaptionedImage(item.path, " ".join(item.caption.split()[:2]), item.mask) if k % every == every - 1
+                 else item
                  for k, item in enumerate(items)]
     if cfg.scene_images:
         items += scene_captions(params)
@@ -119,22 +121,25 @@ def main(argv: list[str] | None = None) -> None:
     components = load_text_to_image(Path(zoo["path"]))
     tokenizer = components["tokenizer"]
     resolution = resolution_of(components)
-    dataset = CaptionedImages(items, tokenizer, resolution, caption_dropout=cfg.caption_dropout, seed=params.seed)
+    dataset = CaptionedImages(items, tokenizer, resolution, caption_dropout=cfg.caption_dropout, seed=params.seed,
+                              masks=cfg.subject_loss_weight > 0 or cfg.vae_subject_loss_weight > 0)
     loader = seeded_loader(dataset, cfg.batch_size, params)
     key = pretraining_key(params, items, Path(zoo["path"]))
 
     def pretrain(run):
         # 1. the autoencoder, so that latents are pictures compressed, not noise
-        vae_fit = fit(params, STAGE, VaePretrainer(components["vae"], cfg.vae_lr, cfg.kl_weight),
+        vae_fit = fit(params, STAGE, VaePretrainer(components["vae"], cfg.vae_lr, cfg.kl_weight,
+                                                                cfg.vae_subject_loss_weight),
                       train_dataloaders=loader, max_steps=cfg.vae_steps, run=run,
                       checkpoint_key={**key, "phase": "vae"})
         components["vae"].eval()
         probe = torch.stack([dataset[i]["pixel_values"] for i in range(min(len(dataset), 64))])
         components["vae"].register_to_config(scaling_factor=latent_scaling_factor(components["vae"], probe))
-        # 2. the denoiser and the text encoder on captions, the VAE frozen
+        # 2. the denoiser and the text encoder on captions, the VAE frozen (its latents encoded once)
         module = TextToImagePretrainer(components["unet"], components["vae"], components["text_encoder"],
-                                       components["scheduler"], cfg.lr, cfg.weight_decay)
-        return vae_fit, fit(params, STAGE, module, train_dataloaders=loader, max_steps=cfg.steps, run=run,
+                                       components["scheduler"], cfg.lr, cfg.weight_decay, cfg.subject_loss_weight)
+        encoded = seeded_loader(EncodedImages(dataset, components["vae"]), cfg.batch_size, params)
+        return vae_fit, fit(params, STAGE, module, train_dataloaders=encoded, max_steps=cfg.steps, run=run,
                             checkpoint_key={**key, "phase": "unet"})
 
     if not is_rank_zero():  # a DDP worker: train, leave outputs and tracking to rank zero

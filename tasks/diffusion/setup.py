@@ -42,7 +42,8 @@ def class_captions(params: Params, split: str = "train") -> list[CaptionedImage]
     ("a cartoon on a beach"): what a base model knows before it meets the subjects. Models
     train on "train"; "val" is what they are measured on."""
     root = params.paths.data / "augmented"
-    return [CaptionedImage(root / row["image"], f"a {row['class_noun']} {row['scene_caption']}".strip())
+    return [CaptionedImage(root / row["image"], f"a {row['class_noun']} {row['scene_caption']}".strip(),
+                           root / row["mask"] if row.get("mask") else None)
             for row in manifest_rows(params) if row["split"] == split]
 
 

@@ -95,6 +95,11 @@ class PretrainBaseConfig(Section):
     lr: LearningRate = 5e-4
     weight_decay: WeightDecay = 1e-2
     caption_dropout: float = Field(0.1, ge=0, lt=1)   # unconditional samples for guidance
+    # Extra loss weight on the subjects' pixels, from the augment stage's masks: the subjects
+    # cover ~5 % of a picture (losses.subject_weights). One for the VAE's reconstruction, one
+    # for the denoising loss.
+    vae_subject_loss_weight: LossWeight = 0.0
+    subject_loss_weight: LossWeight = 0.0
     # Captions beyond "a <class> <scene>", so that every prompt the pipeline later asks for is
     # in distribution: "a <class>" for this share of the images, the scenes alone, several
     # subjects together (the Disen-Mix images).
@@ -194,6 +199,9 @@ class FinetuneConfig(Section):
     warmup_steps: int = Field(0, ge=0, le=MAX_STEPS)
     prior_preservation: bool = True
     prior_preservation_weight: LossWeight = 1.0   # lambda
+    # Extra loss weight on the subject's pixels of the instance images (their augment masks),
+    # as for pretrain_base: identity lives in a few percent of each picture.
+    subject_loss_weight: LossWeight = 0.0
     train_text_encoder: bool = False
     train_identifier_embeddings: bool = True    # MSP's modifier tokens; always on for TI / custom diffusion
     lora_rank: int = Field(4, ge=1, le=1024)
