@@ -77,13 +77,19 @@ class CaptionedImages(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         item = self.items[index]
-        caption = "" if self.dropped(index) else item.caption
         if self.image_processor is not None:
             with Image.open(item.path) as image:
                 pixels = self.image_processor(images=image.convert("RGB"), return_tensors="pt").pixel_values[0]
         else:
             pixels = load_pixels(item.path, self.resolution)
-        sample = {"pixel_values": pixels, "input_ids": tokenize(self.tokenizer, [caption])[0]}
+        return {"pixel_values": pixels, **self.conditioning(index)}
+
+    def conditioning(self, index: int) -> dict[str, torch.Tensor]:
+        """What goes with item `index`'s picture: its caption's ids (empty when dropped this
+        epoch) and, with `masks`, its subject mask."""
+        item = self.items[index]
+        caption = "" if self.dropped(index) else item.caption
+        sample = {"input_ids": tokenize(self.tokenizer, [caption])[0]}
         if self.masks:
             sample["subject_mask"] = load_mask(item.mask, self.resolution)
         return sample
@@ -92,9 +98,9 @@ class CaptionedImages(Dataset):
 class EncodedImages(Dataset):
     """A CaptionedImages whose pictures come as the frozen VAE's latent distribution (mean and
     std per latent pixel), encoded once instead of at every step: with the VAE frozen the UNet's
-    training sees the same distribution, and a step skips the encoder (about a third of a tiny
-    model's step). Latents are sampled from it in the training step. Captions, their dropout
-    and the subject masks are the wrapped dataset's."""
+    training sees the same distribution, and a step skips the encoder (on the tiny 32 px model
+    about a tenth of a step; more at higher resolutions). Latents are sampled from it in the
+    training step. Captions, their dropout and the subject masks are the wrapped dataset's."""
 
     def __init__(self, images: CaptionedImages, vae, batch_size: int = 64):
         self.images = images
@@ -114,21 +120,8 @@ class EncodedImages(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.images.set_epoch(epoch)
 
-    @property
-    def epoch(self) -> int:
-        return self.images.epoch
-
-    def dropped(self, index: int) -> bool:
-        return self.images.dropped(index)
-
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = self.images.items[index]
-        caption = "" if self.images.dropped(index) else item.caption
-        sample = {"latent_mean": self.means[index], "latent_std": self.stds[index],
-                  "input_ids": tokenize(self.images.tokenizer, [caption])[0]}
-        if self.images.masks:
-            sample["subject_mask"] = load_mask(item.mask, self.images.resolution)
-        return sample
+        return {"latent_mean": self.means[index], "latent_std": self.stds[index], **self.images.conditioning(index)}
 
 
 class DreamBoothPairs(Dataset):
