@@ -6,14 +6,23 @@ import csv
 import json
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.models import resnet34
 
 from lightning_modules.core.metrics import confusion_matrix, iou_from_confusion
-from lightning_modules.segmentation import ResNet34UNet, SubjectSegmenter, evaluate_iou
+from lightning_modules.segmentation import (
+    ResNet34UNet,
+    SegmentationItem,
+    SubjectSegmentationDataset,
+    SubjectSegmenter,
+    balanced_class_weights,
+    evaluate_iou,
+)
 from lightning_modules.core.losses import NonFiniteLossError
 from tests.conftest import edit_params
 
@@ -90,6 +99,37 @@ def test_compute_loss_is_the_pixel_cross_entropy():
     images, labels = squares(4).tensors
     loss, terms = SubjectSegmenter(net).compute_loss((images, labels))
     assert terms == {} and torch.allclose(loss, torch.nn.functional.cross_entropy(net(images), labels))
+
+
+def test_balanced_class_weights_follow_the_pixel_frequencies():
+    counts = torch.tensor([900, 90, 9, 0])
+    assert balanced_class_weights(counts, 0.5).tolist() == pytest.approx([1.0, 10 ** 0.5, 10.0, 1.0])
+    assert balanced_class_weights(counts, 1.0).tolist() == pytest.approx([1.0, 10.0, 100.0, 1.0])
+    assert balanced_class_weights(counts, 0.0).tolist() == [1.0, 1.0, 1.0, 1.0]   # the paper's plain loss
+
+
+def test_the_weighted_loss_is_the_weighted_pixel_cross_entropy():
+    net = ResNet34UNet(3, [8, 8, 8, 8, 8]).eval()
+    images, labels = squares(4).tensors
+    weights = torch.tensor([1.0, 4.0, 2.0])
+    loss, _ = SubjectSegmenter(net, class_weights=weights).compute_loss((images, labels))
+    logits = net(images)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(logits, labels, weight=weights))
+    assert not torch.allclose(loss, torch.nn.functional.cross_entropy(logits, labels))
+    with pytest.raises(ValueError, match="class_weights: \\(2,\\) for 3 classes"):
+        SubjectSegmenter(net, class_weights=torch.ones(2))
+
+
+def test_class_pixel_counts_read_the_masks_at_the_training_size(tmp_path):
+    items = []
+    for k, (label, side) in enumerate([(1, 8), (2, 16), (1, 0)]):
+        mask = np.zeros((64, 64), np.uint8)
+        mask[:side, :side] = 255
+        Image.fromarray(mask).save(tmp_path / f"m{k}.png")
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / f"i{k}.png")
+        items.append(SegmentationItem(tmp_path / f"i{k}.png", tmp_path / f"m{k}.png", label))
+    counts = SubjectSegmentationDataset(items, 32).class_pixel_counts(3)   # masks halved: 4x4, 8x8, none
+    assert counts.tolist() == [3 * 32 * 32 - 16 - 64, 16, 64]
 
 
 def test_non_finite_loss_stops_training(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,6 +16,7 @@ from lightning_modules.deskpro.losses import (
 )
 from lightning_modules.deskpro.streams import ReidStream
 from lightning_modules.core.losses import check_finite
+from lightning_modules.core.optim import adam, cosine_schedule
 
 
 @dataclass(frozen=True)
@@ -28,26 +28,10 @@ class Optimization:
 
 
 def _adam_with_cosine(module: L.LightningModule, opt: Optimization):
-    """Adam with a per-step cosine decay to 0 over the run.
-
-    The run's length is read at the first step, not here: asking Lightning for it now would
-    build the train loader before a resumed run's checkpoint restores the loader's place.
-    """
+    """Adam (L2 weight decay, as torchreid's) with a per-step cosine decay to 0 over the run."""
     parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=opt.lr, weight_decay=opt.weight_decay)
-
-    run_length: list[int] = []
-
-    def cosine(step: int) -> float:
-        if step == 0:
-            return 1.0
-        if not run_length:
-            run_length.append(max(1, int(module.trainer.estimated_stepping_batches)))
-        total = run_length[0]
-        return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    return cosine_schedule(module, adam(parameters, decoupled_weight_decay=False, lr=opt.lr,
+                                        weight_decay=opt.weight_decay))
 
 
 class FaceTeacherModule(L.LightningModule):

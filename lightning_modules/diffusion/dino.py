@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from transformers import ViTModel
 
 from lightning_modules.core.losses import check_finite
+from lightning_modules.core.optim import adam, cosine_schedule
 from lightning_modules.diffusion.multicrop import MultiCrop
 
 
@@ -197,13 +198,4 @@ class DinoPretrainer(L.LightningModule):
         params = [p for p in self.student.parameters() if p.requires_grad]
         groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.settings.weight_decay},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=self.settings.lr)
-        warmup, steps = self.settings.warmup_steps, self.settings.steps
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min((step - warmup) / max(steps - warmup, 1), 1.0)))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return cosine_schedule(self, adam(groups, lr=self.settings.lr), self.settings.warmup_steps)

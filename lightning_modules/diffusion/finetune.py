@@ -22,6 +22,7 @@ from transformers import CLIPTextModel
 from lightning_modules.diffusion.adapters import FinetuneMode, set_up_mode
 from lightning_modules.diffusion.losses import denoising_losses, encode_latents, subject_weights
 from lightning_modules.core.losses import check_finite
+from lightning_modules.core.optim import adam
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class SubjectFinetuner(L.LightningModule):
                  "embedding": (cfg.embedding_lr, 0.0)}
         param_groups = [{"params": ps, "lr": rates[k][0], "weight_decay": rates[k][1], "name": k}
                         for k, ps in groups.items() if ps]
-        optimizer = torch.optim.AdamW(param_groups, betas=tuple(cfg.adam_betas), eps=cfg.adam_epsilon)
+        optimizer = adam(param_groups, betas=tuple(cfg.adam_betas), eps=cfg.adam_epsilon)
         warmup = max(cfg.warmup_steps, 0)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -19,6 +19,7 @@ from transformers import CLIPModel, CLIPTextModel
 
 from lightning_modules.diffusion.losses import denoising_losses, encode_latents, subject_weights
 from lightning_modules.core.losses import check_finite
+from lightning_modules.core.optim import adam
 
 
 class VaePretrainer(L.LightningModule):
@@ -51,7 +52,7 @@ class VaePretrainer(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
+        return adam(self.vae.parameters(), lr=self.lr, weight_decay=0.0)
 
 
 @torch.no_grad()
@@ -111,7 +112,7 @@ class TextToImagePretrainer(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        return adam(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class ClipPretrainer(L.LightningModule):
@@ -140,5 +141,5 @@ class ClipPretrainer(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.clip.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return adam(self.clip.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 

@@ -12,6 +12,7 @@ from lightning_modules.core.losses import check_finite
 from lightning_modules.core.metrics import PromptAccuracy, confusion_matrix
 from lightning_modules.judges.data import NO_SCENE
 from lightning_modules.judges.network import ClassSceneClassifier
+from lightning_modules.core.optim import adam
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # images, class targets, scene targets
 
@@ -91,7 +92,7 @@ class ClassSceneJudge(L.LightningModule):
                 self.log(f"val/{name}_accuracy", value.float(), prog_bar=name == "both", sync_dist=False)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         # Cosine decay over the epochs: stepped per epoch, so it needs no count of steps (which
         # would build the train loader before a resumed checkpoint restores its place).
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.max_epochs))

@@ -5,8 +5,8 @@ from lightning_modules.segmentation.data import (
     SubjectSegmentationDataModule,
     SubjectSegmentationDataset,
 )
-from lightning_modules.segmentation.module import SubjectSegmenter, evaluate_iou
+from lightning_modules.segmentation.module import SubjectSegmenter, balanced_class_weights, evaluate_iou
 from lightning_modules.segmentation.unet import ResNet34UNet
 
 __all__ = ["ResNet34UNet", "SegmentationItem", "SubjectSegmentationDataModule", "SubjectSegmentationDataset",
-           "SubjectSegmenter", "evaluate_iou"]
+           "SubjectSegmenter", "balanced_class_weights", "evaluate_iou"]

@@ -42,6 +42,18 @@ class SubjectSegmentationDataset(Dataset):
         labels = torch.from_numpy((np.asarray(mask) > 0).astype(np.int64) * item.label)
         return pixels, labels
 
+    def class_pixel_counts(self, num_classes: int) -> torch.Tensor:
+        """Pixels of each class over the whole split, at the training size (masks only are read)."""
+        counts = torch.zeros(num_classes, dtype=torch.long)
+        for item in self.items:
+            mask = Image.open(item.mask).convert("L")
+            if mask.size != (self.size, self.size):
+                mask = mask.resize((self.size, self.size), Image.NEAREST)
+            subject = int((np.asarray(mask) > 0).sum())
+            counts[item.label] += subject
+            counts[0] += self.size * self.size - subject
+        return counts
+
 
 class SubjectSegmentationDataModule(L.LightningDataModule):
     def __init__(self, splits: dict[str, Sequence[SegmentationItem]], image_size: int, batch_size: int,

@@ -57,8 +57,8 @@ def batch_memory(trainer: "TrainerConfig", augment: "AugmentConfig", segmenter: 
         pixels = zoo.resolution ** 2
         pairs = 2 if finetune.prior_preservation else 1   # instance + class image per sample
         estimates += [
-            BatchEstimate(f"pretrain_base.batch_size {pretrain_base.batch_size} x zoo.resolution {zoo.resolution}^2",
-                          pretrain_base.batch_size * pixels * (RGB + VAE_STEM)),
+            BatchEstimate(f"pretrain_base.vae_batch_size {pretrain_base.vae_batch_size} x zoo.resolution "
+                          f"{zoo.resolution}^2", pretrain_base.vae_batch_size * pixels * (RGB + VAE_STEM)),
             BatchEstimate(f"finetune.batch_size {finetune.batch_size} x zoo.resolution {zoo.resolution}^2"
                           + (" x 2 (prior preservation)" if pairs == 2 else ""),
                           finetune.batch_size * pairs * pixels * (RGB + VAE_STEM)),

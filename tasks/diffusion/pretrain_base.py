@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     resolution = resolution_of(components)
     dataset = CaptionedImages(items, tokenizer, resolution, caption_dropout=cfg.caption_dropout, seed=params.seed,
                               masks=cfg.subject_loss_weight > 0 or cfg.vae_subject_loss_weight > 0)
-    loader = seeded_loader(dataset, cfg.batch_size, params)
+    loader = seeded_loader(dataset, cfg.vae_batch_size, params)
     key = pretraining_key(params, items, Path(zoo["path"]))
 
     def pretrain(run):

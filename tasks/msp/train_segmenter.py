@@ -26,6 +26,7 @@ from lightning_modules.segmentation import (
     SubjectSegmentationDataModule,
     SubjectSegmentationDataset,
     SubjectSegmenter,
+    balanced_class_weights,
     evaluate_iou,
 )
 from lightning_modules.core.visual import image_grid, overlay_labels
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> None:
             net.load_encoder_weights(params.models.segmenter_encoder_weights)
         except (KeyError, RuntimeError, OSError) as err:
             raise InputDataError(f"models.segmenter_encoder_weights: {err}") from None
-    module = SubjectSegmenter(net, lr=cfg.lr)
+    pixel_counts = SubjectSegmentationDataset(splits["train"], image_size).class_pixel_counts(len(classes))
+    class_weights = balanced_class_weights(pixel_counts, cfg.class_weight_power)
+    module = SubjectSegmenter(net, lr=cfg.lr, class_weights=class_weights)
     data = SubjectSegmentationDataModule(splits, image_size, cfg.batch_size, params.trainer.num_workers, params.seed)
     key = {"manifest": manifest_digest, "encoder": str(params.models.segmenter_encoder_weights)}
 

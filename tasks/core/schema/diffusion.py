@@ -87,7 +87,8 @@ class ZooConfig(Section):
 class PretrainBaseConfig(Section):
     """Tiny text-to-image pretraining on SynthWorld captions (skipped for a real model)."""
 
-    batch_size: BatchSize = 16
+    batch_size: BatchSize = 16   # the denoiser's
+    vae_batch_size: BatchSize = 8
     vae_steps: Steps = 300
     vae_lr: LearningRate = 1e-3
     kl_weight: LossWeight = 1e-3

@@ -62,6 +62,9 @@ class TrainSegmenterConfig(Section):
     image_size: Optional[Annotated[int, Field(ge=32, le=4096, multiple_of=32)]] = None
     batch_size: BatchSize = 4
     lr: LearningRate = 1e-4
+    # Cross-entropy class weights (most frequent class's pixels / class's pixels) ** power;
+    # 0 is the paper's plain cross-entropy.
+    class_weight_power: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
     max_epochs: Epochs = 14
     limit_train_batches: BatchLimit = 1.0
     limit_val_batches: BatchLimit = 1.0
