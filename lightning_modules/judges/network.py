@@ -13,17 +13,15 @@ too. Inputs are RGB in [0, 1].
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from lightning_modules.core.saved import SavedNetwork
+
 # Three 2x poolings before the global pooling: below 16 px the last blocks see 2 x 2 maps.
 MIN_IMAGE_SIZE = 16
 
@@ -41,7 +39,7 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
-class ClassSceneClassifier(nn.Module):
+class ClassSceneClassifier(SavedNetwork, nn.Module):
     """A VGG-style trunk (conv-BN-ReLU blocks, three poolings) with a global max pooling and two
     linear heads.
 
@@ -94,15 +92,6 @@ class ClassSceneClassifier(nn.Module):
             raise ValueError(f"expected N x 3 x H x W images, got shape {tuple(images.shape)}")
         return self(resize_to(images, self.image_size))
 
-    def save_pretrained(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-
     @classmethod
     def from_pretrained(cls, directory: Path) -> "ClassSceneClassifier":
-        directory = Path(directory)
-        model = cls(**json.loads((directory / CONFIG_NAME).read_text()))
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
-        return model.eval()
+        return super().from_pretrained(directory).eval()   # a judge: never in training mode

@@ -7,18 +7,17 @@ similarity (SAS) metric and the SAL guidance read the same features. Inputs are 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import resnet34
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from lightning_modules.core.saved import SavedNetwork
+
 ENCODER_CHANNELS = (64, 64, 128, 256, 512)  # conv1, layer1..layer4 of ResNet-34
 
 
@@ -41,7 +40,7 @@ class DecoderBlock(nn.Module):
         return self.block(x)
 
 
-class ResNet34UNet(nn.Module):
+class ResNet34UNet(SavedNetwork, nn.Module):
     def __init__(self, num_classes: int, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
                  class_names: Optional[Sequence[str]] = None, image_size: Optional[int] = None):
         super().__init__()
@@ -103,17 +102,3 @@ class ResNet34UNet(nn.Module):
             if not sub:
                 raise KeyError(f"{path}: no '{prefix}.*' tensors; expected torchvision resnet34 weights")
             module.load_state_dict(sub)
-
-    def save_pretrained(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, directory: Path) -> "ResNet34UNet":
-        directory = Path(directory)
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        model = cls(**config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
-        return model

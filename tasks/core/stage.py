@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from tasks.core.params import DEFAULT_PARAMS_FILE, Params, load_params
 
@@ -29,3 +29,12 @@ def stage_params(stage: str, argv: list[str] | None) -> Params:
 def is_rank_zero() -> bool:
     """True in the launching process; Lightning's DDP relaunches set these for the others."""
     return all(int(os.environ.get(name, "0")) == 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def held_out_split(stage: str, splits: Mapping[str, Sequence], measured: str) -> str:
+    """The split a stage's final figures are measured on: test, or val when augment.test_count
+    is 0. The metrics carry the split's name and the console says so: never a silent stand-in."""
+    if splits.get("test"):
+        return "test"
+    print(f"{stage}: augment.test_count is 0, so {measured} is measured on the val split", flush=True)
+    return "val"

@@ -35,7 +35,7 @@ from lightning_modules.judges.data import read_pixels
 from tasks.core.curves import write_curves
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
-from tasks.core.stage import is_rank_zero, stage_params
+from tasks.core.stage import held_out_split, is_rank_zero, stage_params
 from tasks.core.tracking import log_image, log_metrics_tree, stage_run
 from tasks.core.trainer import Fitted, fit
 
@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     with stage_run(STAGE, params) as run, atomic_outputs(*targets) as (tmp_model, tmp_metrics, tmp_plots):
         fitted = train(run)
         mlflow.set_tag("subjectlab.resumed_from", str(fitted.resumed_from or ""))
-        # Held out: test, or val when augment.test_count is 0 (named so, never a silent stand-in).
-        split = "test" if splits["test"] else "val"
-        if split == "val":
-            print(f"{STAGE}: augment.test_count is 0, so the accuracy is measured on the val split", flush=True)
+        split = held_out_split(STAGE, splits, "the accuracy")
         held_out = data.dataset(split) if split == "val" else JudgedImageDataset(splits[split], cfg.image_size)
         metrics = {
             split: evaluate_judge(net, DataLoader(held_out, batch_size=cfg.batch_size)),

@@ -33,7 +33,7 @@ from lightning_modules.core.visual import image_grid, overlay_labels
 from tasks.core.curves import write_curves
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
-from tasks.core.stage import is_rank_zero, stage_params
+from tasks.core.stage import held_out_split, is_rank_zero, stage_params
 from tasks.core.tracking import log_image, log_metrics_tree, stage_run
 from tasks.core.trainer import Fitted, fit
 
@@ -114,11 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         fitted = train(run)
         trainer, history, checkpoints = fitted.trainer, fitted.history, fitted.checkpoints
         mlflow.set_tag("subjectlab.resumed_from", str(fitted.resumed_from or ""))
-        # The held-out split the final IoU is measured on: test, or val when augment.test_count
-        # is 0; the metrics carry that split's name, never a silent stand-in.
-        split = "test" if splits["test"] else "val"
-        if split == "val":
-            print(f"{STAGE}: augment.test_count is 0, so the final IoU is measured on the val split", flush=True)
+        split = held_out_split(STAGE, splits, "the final IoU")
         test_set = SubjectSegmentationDataset(splits[split], image_size)
         metrics = {
             split: evaluate_iou(net, DataLoader(test_set, batch_size=cfg.batch_size)),

@@ -60,9 +60,8 @@ def _embeddings(value: torch.Tensor, name: str) -> torch.Tensor:
     return F.normalize(value.detach().to(SUM_DTYPE), dim=-1)
 
 
-class ImageImageSimilarity(Metric):
-    """CLIP-I or DINO: the mean cosine similarity over every (generated, reference) pair given to
-    `update`. Call it once per subject with that subject's generations and its real images."""
+class _MeanCosine(Metric):
+    """A mean of cosine similarities, kept as their sum and how many were summed."""
 
     is_differentiable = False
     higher_is_better = True
@@ -71,7 +70,15 @@ class ImageImageSimilarity(Metric):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.add_state("similarity_sum", torch.tensor(0.0, dtype=SUM_DTYPE), dist_reduce_fx="sum")
-        self.add_state("pairs", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def compute(self) -> torch.Tensor:
+        return self.similarity_sum / self.count if self.count > 0 else torch.tensor(math.nan, dtype=SUM_DTYPE)
+
+
+class ImageImageSimilarity(_MeanCosine):
+    """CLIP-I or DINO: the mean cosine similarity over every (generated, reference) pair given to
+    `update`. Call it once per subject with that subject's generations and its real images."""
 
     def update(self, generated: torch.Tensor, references: torch.Tensor) -> None:
         """generated: N x D embeddings; references: M x D embeddings of the same subject."""
@@ -81,23 +88,11 @@ class ImageImageSimilarity(Metric):
                              f"references {references.shape[1]}")
         # sum over all pairs of g.r = (sum of g) . (sum of r): no N x M matrix is needed
         self.similarity_sum += generated.sum(0) @ references.sum(0)
-        self.pairs += generated.shape[0] * references.shape[0]
-
-    def compute(self) -> torch.Tensor:
-        return self.similarity_sum / self.pairs if self.pairs > 0 else torch.tensor(math.nan, dtype=SUM_DTYPE)
+        self.count += generated.shape[0] * references.shape[0]
 
 
-class TextImageSimilarity(Metric):
+class TextImageSimilarity(_MeanCosine):
     """CLIP-T: the mean cosine between each image's embedding and its own prompt's embedding."""
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("similarity_sum", torch.tensor(0.0, dtype=SUM_DTYPE), dist_reduce_fx="sum")
-        self.add_state("images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> None:
         """Row i of each (N x D) belongs to image i and the prompt it was generated from."""
@@ -106,10 +101,7 @@ class TextImageSimilarity(Metric):
         if images.shape != texts.shape:
             raise ValueError(f"one prompt embedding per image: got {tuple(images.shape)} and {tuple(texts.shape)}")
         self.similarity_sum += (images * texts).sum()
-        self.images += images.shape[0]
-
-    def compute(self) -> torch.Tensor:
-        return self.similarity_sum / self.images if self.images > 0 else torch.tensor(math.nan, dtype=SUM_DTYPE)
+        self.count += images.shape[0]
 
 
 def dominant_subject(segmenter_logits: torch.Tensor) -> torch.Tensor:
