@@ -72,12 +72,9 @@ SMOKE_ABLATION_ROWS = ("baseline", "student_fkp", "teacher", "deskpro_star")
 SMOKE_PERSONALIZATION_ROWS = ("lora", "textual_inversion")
 
 
-def without_ablation_rows(keep: tuple[str, ...], table: str = "reid_ablation") -> list[str]:
-    """Hydra overrides that delete the other rows of <table>.rows (`~key`)."""
-    import yaml
-
-    rows = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())[table]["rows"]
-    return [f"~{table}.rows.{name}" for name in rows if name not in keep]
+def table_rows(keep: tuple[str, ...], table: str = "reid_ablation") -> str:
+    """The Hydra override that runs only `keep` of <table>.rows (every row stays defined)."""
+    return f"{table}.table=[{','.join(keep)}]"
 
 
 def make_workspace(path: Path, profile: str = "smoke", git: bool = True,
@@ -94,9 +91,8 @@ def make_workspace(path: Path, profile: str = "smoke", git: bool = True,
         elif source.exists():
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
-    rows = without_ablation_rows(ablation_rows) if ablation_rows is not None else []
-    if ablation_rows is not None:
-        rows += without_ablation_rows(SMOKE_PERSONALIZATION_ROWS, "personalization")
+    rows = [] if ablation_rows is None else [table_rows(ablation_rows),
+                                             table_rows(SMOKE_PERSONALIZATION_ROWS, "personalization")]
     compose([f"profile={profile}", *rows, *overrides], root=path)
     if git:
         run(["git", "init", "-q"], path)

@@ -59,6 +59,19 @@ def test_a_profile_overlays_the_base_and_an_override_wins_over_both(tmp_path):
     assert composed(tmp_path, "finetune.max_steps=3")["finetune"]["max_steps"] == 3
 
 
+def test_the_full_profile_runs_every_table_row_and_the_demo_a_subset_of_the_same_rows(tmp_path):
+    base = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
+    full = composed(tmp_path, "profile=full")
+    demo = composed(tmp_path, "profile=default")
+    for table in ("reid_ablation", "personalization"):
+        assert full[table]["table"] == list(full[table]["rows"]) == list(base[table]["rows"])
+        assert demo[table]["rows"] == full[table]["rows"]   # every row stays defined
+        assert set(demo[table]["table"]) <= set(demo[table]["rows"])
+    assert demo["reid_ablation"]["table"] == ["baseline", "deskpro"]
+    assert {k: v for k, v in full.items() if k != "profile"} == {k: v for k, v in base.items()
+                                                               if k not in ("defaults", "profile")}
+
+
 def test_an_unknown_profile_or_key_stops_composition_and_writes_nothing(tmp_path):
     out = tmp_path / "params.yaml"
     with pytest.raises(ParamsError, match="profile"):
@@ -118,6 +131,8 @@ def test_paper_split_is_the_default():
         ("models.reid_backbone", "resnet50", "models.reid_backbone: Input should be 'osnet_x1_0'"),
         ("models.face_restorer", "gpen.pt", "models.face_restorer: expected clean, bicubic or the path"),
         ("reid.alpha", 1.5, "reid.alpha: Input should be less than or equal to 1"),
+        ("reid_ablation.table", ["baseline", "nope"], "reid_ablation.table: 'nope' is not a key of rows (rows: baseline,"),
+        ("personalization.table", ["lora", "lora"], "personalization.table: lora listed more than once"),
     ],
 )
 def test_bad_values_name_the_key(path, value, expected):

@@ -104,7 +104,7 @@ def test_evaluate_base_measures_every_class_and_scene_prompt(smoke_repo):
 def test_personalization_rows_and_their_report(smoke_repo):
     workspace, _ = smoke_repo
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    assert list(params["personalization"]["rows"]) == list(SMOKE_PERSONALIZATION_ROWS)
+    assert params["personalization"]["table"] == list(SMOKE_PERSONALIZATION_ROWS)
     subjects = json.loads((workspace / "data" / "augmented" / "classes.json").read_text())[1:]
     for row in SMOKE_PERSONALIZATION_ROWS:
         metrics = json.loads((workspace / "metrics" / "personalization" / f"{row}.json").read_text())

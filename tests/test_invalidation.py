@@ -90,9 +90,19 @@ def test_a_stage_section_changes_that_stage_alone(workspace):
     recompose(workspace, "finetune.max_steps=99")
     assert changed(workspace) == {"finetune"} | ROWS   # every row fine-tunes with finetune, its keys apart
     recompose(workspace, "+personalization.rows.lora.max_steps=7")
-    assert changed(workspace) == {"personalization@lora", "personalization_report"}
+    assert changed(workspace) == {"personalization@lora"}
+    recompose(workspace, "reid_ablation.rows.deskpro.knowledge_propagation=false")
+    assert changed(workspace) == {"reid_ablation@deskpro"}
+
+
+def test_a_table_reruns_its_report_when_its_rows_change_and_ignores_rows_it_does_not_run(workspace):
+    # The demo's Table 3 runs two rows: editing another row's definition changes no stage.
     recompose(workspace, "reid_ablation.rows.csa.attention_loss=true")
-    assert changed(workspace) == {"reid_ablation@csa", "reid_ablation_report"}
+    assert changed(workspace) == set()
+    recompose(workspace, "reid_ablation.table=[deskpro]")
+    assert changed(workspace) == {"reid_ablation_report"}
+    recompose(workspace, "personalization.table=[lora,dreambooth,textual_inversion,custom_diffusion]")
+    assert changed(workspace) == {"personalization_report"}   # the report's order is the table's
 
 
 def test_a_shared_section_changes_the_stages_that_read_it(workspace):

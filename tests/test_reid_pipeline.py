@@ -69,7 +69,7 @@ def test_ablation_rows_each_have_a_run_and_a_table_line(smoke_repo):
     from tasks.deskpro.reid_ablation_report import DISTILLED_NOTE, ORACLE_NOTE
 
     workspace, _ = smoke_repo
-    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.table)
     (header, _, *body), footnotes = table_lines(workspace)
     assert [cells[0] for cells in body] == rows
     oracle = header.index("oracle")
@@ -176,7 +176,7 @@ def test_an_exported_face_restorer_is_applied_to_each_face(persons_copy, kind):
 
 def test_every_ablation_row_of_params_yaml_is_a_dvc_stage(tmp_path):
     workspace = make_workspace(tmp_path / "ws", git=True, ablation_rows=None)
-    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.table)
     assert rows == ["baseline", "csa", "csa_attention_loss", "student", "student_fkp", "teacher", "two_stream",
                     "deskpro", "deskpro_star"]  # the paper's Table 3
     order = stage_order(workspace)
@@ -220,7 +220,7 @@ def test_report_marks_oracle_rows_in_every_output_and_only_for_a_clean_restorer(
     from tasks.deskpro.reid_ablation_report import DISTILLED_NOTE, ORACLE_NOTE
 
     workspace = make_workspace(tmp_path / "ws", git=False)
-    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.table)
     plots = workspace / "plots" / "reid_ablation_report"
     for restorer, oracle_rows in (("clean", ORACLE_ROWS), ("bicubic", set())):
         for name in rows:
@@ -242,7 +242,7 @@ def test_report_marks_oracle_rows_in_every_output_and_only_for_a_clean_restorer(
 
 def test_report_asks_to_rerun_a_row_written_before_oracle_rows_were_marked(tmp_path, in_process, capsys):
     workspace = make_workspace(tmp_path / "ws", git=False)
-    rows = list(load_params(workspace / "params.yaml").reid_ablation.rows)
+    rows = list(load_params(workspace / "params.yaml").reid_ablation.table)
     for name in rows:
         write_ablation_row(workspace, name, "clean")
     path = workspace / "metrics" / "reid_ablation" / "teacher.json"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 
 class Section(BaseModel):
@@ -74,3 +74,23 @@ def _row_names(rows: dict) -> dict:
 # The rows of a table (a foreach stage family): each name becomes part of a DVC stage name
 # (`reid_ablation@<row>`) and of file names.
 TableRows = AfterValidator(_row_names)
+
+
+class TableSection(Section):
+    """A table's section: `rows` defines every row the table knows (subclasses type it), and
+    `table` names the rows that run, in the order the report prints them. dvc.yaml expands
+    the family over `table`, so a profile runs a few rows of a table without losing the
+    definitions of the others (`subjectlab params -S 'reid_ablation.table=[baseline,csa]'`)."""
+
+    table: list[str] = Field([], max_length=256)
+
+    @model_validator(mode="after")
+    def _table_names_rows(self) -> "TableSection":
+        rows = getattr(self, "rows")
+        for name in self.table:
+            if name not in rows:
+                raise ValueError(f"table: {name!r} is not a key of rows (rows: {', '.join(rows) or 'none'})")
+        repeated = sorted({name for name in self.table if self.table.count(name) > 1})
+        if repeated:
+            raise ValueError(f"table: {', '.join(repeated)} listed more than once")
+        return self

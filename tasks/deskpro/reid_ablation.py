@@ -1,6 +1,6 @@
 """Stage `reid_ablation@<row>`: one row of DeSKPro's Table 3, trained and evaluated.
 
-dvc.yaml expands it over `reid_ablation.rows` (foreach), so each row is its own DVC stage
+dvc.yaml expands it over `reid_ablation.table` (foreach), so each row is its own DVC stage
 (re-run only when its own params change) and its own MLflow run.
 """
 

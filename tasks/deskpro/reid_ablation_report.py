@@ -66,7 +66,7 @@ def model_label(row: dict) -> str:
 
 def main(argv: Optional[list[str]] = None) -> None:
     params = stage_params(STAGE, argv)
-    names = list(params.reid_ablation.rows)
+    names = list(params.reid_ablation.table)
     rows = read_rows(params.paths.metrics / "reid_ablation", names, "reid_ablation", ROW_KEYS)
     header, body = table(rows)
     targets = (params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)

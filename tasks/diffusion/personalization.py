@@ -1,6 +1,6 @@
 """Stage `personalization@<row>`: one row of the personalization table.
 
-dvc.yaml expands it over `personalization.rows` (foreach). A row is a fine-tuning of the
+dvc.yaml expands it over `personalization.table` (foreach). A row is a fine-tuning of the
 subjects (the finetune section with the row's keys set differently: DreamBooth full, LoRA,
 Textual Inversion, Custom Diffusion), then the prompt set drawn from it with its seeds (the
 same items for every row), then the images measured (tasks/diffusion/evaluation.py). Each row

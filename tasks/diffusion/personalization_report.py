@@ -58,7 +58,7 @@ def ordering(rows: list[dict]) -> dict[str, Optional[bool]]:
 
 def main(argv: Optional[list[str]] = None) -> None:
     params = stage_params(STAGE, argv)
-    names = list(params.personalization.rows)
+    names = list(params.personalization.table)
     rows = read_rows(params.paths.metrics / FAMILY, names, FAMILY, ROW_KEYS)
     body = table(rows)
     order = ordering(rows)

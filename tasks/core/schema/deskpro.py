@@ -17,6 +17,7 @@ from tasks.core.section import (
     Probability,
     Section,
     TableRows,
+    TableSection,
     WeightDecay,
 )
 
@@ -94,7 +95,7 @@ class EvaluateReidConfig(Section):
     attention_images: int = Field(4, ge=1, le=256)    # images in the Fig. 3 attention picture
 
 
-class ReidAblationConfig(Section):
+class ReidAblationConfig(TableSection):
     max_epochs: Epochs = 30
     limit_train_batches: BatchLimit = 1.0
     rows: Annotated[dict[str, Variant], TableRows] = Field({}, max_length=256)

@@ -19,6 +19,7 @@ from tasks.core.section import (
     Section,
     Steps,
     TableRows,
+    TableSection,
     WeightDecay,
 )
 
@@ -235,7 +236,7 @@ FinetuneOverrides = create_model(
     **{name: (_optional(field), None) for name, field in FinetuneConfig.model_fields.items()})
 
 
-class PersonalizationConfig(Section):
+class PersonalizationConfig(TableSection):
     """The personalization table: one fine-tuning per row, generated from one prompt set and
     its seeds, and measured by the same judges (DreamBooth's Table 1 on SynthWorld)."""
 
