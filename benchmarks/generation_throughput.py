@@ -34,7 +34,8 @@ from lightning_modules.diffusion.tiny import TinySizes, tiny_clip, tiny_dino, ti
 from lightning_modules.diffusion.tokenizer import build_word_tokenizer, rare_token_pool, synthworld_words
 from lightning_modules.judges import ClassSceneClassifier
 from lightning_modules.segmentation import ResNet34UNet
-from tasks.diffusion.evaluation import Judges, evaluate
+from tasks.core.judges import Judges
+from tasks.diffusion.evaluation import evaluate
 
 SCENES = ["on a beach", "in a forest", "at night", "in a city"]
 

@@ -70,6 +70,8 @@ SMOKE_ABLATION_ROWS = ("baseline", "student_fkp", "teacher", "deskpro_star")
 
 # Personalization rows the smoke workspaces keep: the two that train the fewest weights.
 SMOKE_PERSONALIZATION_ROWS = ("lora", "textual_inversion")
+# MSP Table 1's baseline rows draw from personalization rows that run.
+SMOKE_MSP_BASELINES = ("textual_inversion",)
 
 
 def table_rows(keep: tuple[str, ...], table: str = "reid_ablation") -> str:
@@ -92,7 +94,8 @@ def make_workspace(path: Path, profile: str = "smoke", git: bool = True,
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, path / name)
     rows = [] if ablation_rows is None else [table_rows(ablation_rows),
-                                             table_rows(SMOKE_PERSONALIZATION_ROWS, "personalization")]
+                                             table_rows(SMOKE_PERSONALIZATION_ROWS, "personalization"),
+                                             f"msp.baselines=[{','.join(SMOKE_MSP_BASELINES)}]"]
     compose([f"profile={profile}", *rows, *overrides], root=path)
     if git:
         run(["git", "init", "-q"], path)

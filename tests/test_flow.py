@@ -25,7 +25,8 @@ ALL_STAGES = ["augment", "synthesize", "synthesize_persons", "train_reid_teacher
               "reid_ablation@deskpro_star", "reid_ablation@student_fkp", "reid_ablation@teacher",
               "reid_ablation_report", "train_reid", "evaluate_reid", "train_segmenter", "zoo", "pretrain_base",
               "pretrain_clip", "class_images", "finetune", "train_classifier", "pretrain_dino", "evaluate_base",
-              "personalization@lora", "personalization@textual_inversion", "personalization_report"]
+              "personalization@lora", "personalization@textual_inversion", "personalization_report", "msp@plain_gd",
+              "msp@plain_gd_sal", "msp_baseline@textual_inversion", "msp_report"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,10 @@ def test_stage_order_comes_from_dvc_yaml(tmp_path):
                           ("augment", "pretrain_base"), ("zoo", "pretrain_clip"), ("pretrain_base", "class_images"),
                           ("class_images", "finetune"), ("train_segmenter", "evaluate_base"),
                           ("train_classifier", "personalization@lora"), ("pretrain_dino", "personalization@lora"),
-                          ("personalization@textual_inversion", "personalization_report")):
+                          ("personalization@textual_inversion", "personalization_report"),
+                          ("finetune", "msp@plain_gd"), ("train_segmenter", "msp@plain_gd_sal"),
+                          ("personalization@textual_inversion", "msp_baseline@textual_inversion"),
+                          ("msp@plain_gd_sal", "msp_report"), ("msp_baseline@textual_inversion", "msp_report")):
         assert order.index(before) < order.index(after)
 
 

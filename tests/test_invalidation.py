@@ -14,9 +14,11 @@ import pytest
 from tasks.core.profiles import compose
 from tests.conftest import dvc, make_workspace, run
 
-ROWS = {"personalization@dreambooth", "personalization@lora", "personalization@textual_inversion",
-        "personalization@custom_diffusion"}
-DIFFUSION = {"zoo", "pretrain_base", "pretrain_clip", "pretrain_dino", "class_images", "finetune", "evaluate_base"} | ROWS
+# The demo's personalization table: the LoRA row is the finetune stage's own run.
+ROWS = {"personalization@dreambooth", "personalization@textual_inversion", "personalization@custom_diffusion"}
+MSP = {"msp@plain_gd", "msp@plain_gd_sal", "msp_baseline@dreambooth"}   # they draw with the diffusion code
+DIFFUSION = {"zoo", "pretrain_base", "pretrain_clip", "pretrain_dino", "class_images", "finetune",
+             "evaluate_base"} | ROWS | MSP
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
 
 
@@ -89,8 +91,10 @@ def test_an_inactive_profile_and_comments_change_nothing(workspace):
 def test_a_stage_section_changes_that_stage_alone(workspace):
     recompose(workspace, "finetune.max_steps=99")
     assert changed(workspace) == {"finetune"} | ROWS   # every row fine-tunes with finetune, its keys apart
-    recompose(workspace, "+personalization.rows.lora.max_steps=7")
-    assert changed(workspace) == {"personalization@lora"}
+    recompose(workspace, "+personalization.rows.textual_inversion.max_steps=7")
+    assert changed(workspace) == {"personalization@textual_inversion"}
+    recompose(workspace, "msp.rows.plain_gd_sal.global_diffuser=false")
+    assert changed(workspace) == {"msp@plain_gd_sal"}
     recompose(workspace, "reid_ablation.rows.deskpro.knowledge_propagation=false")
     assert changed(workspace) == {"reid_ablation@deskpro"}
 
@@ -101,8 +105,12 @@ def test_a_table_reruns_its_report_when_its_rows_change_and_ignores_rows_it_does
     assert changed(workspace) == set()
     recompose(workspace, "reid_ablation.table=[deskpro]")
     assert changed(workspace) == {"reid_ablation_report"}
-    recompose(workspace, "personalization.table=[lora,dreambooth,textual_inversion,custom_diffusion]")
+    recompose(workspace, "personalization.table=[custom_diffusion,dreambooth,textual_inversion]")
     assert changed(workspace) == {"personalization_report"}   # the report's order is the table's
+    recompose(workspace, "msp.rows.plain.sal=true")            # a Table 1 row the demo does not run
+    assert changed(workspace) == set()
+    recompose(workspace, "msp.table=[plain_gd_sal,plain_gd]")
+    assert changed(workspace) == {"msp_report"}
 
 
 def test_a_shared_section_changes_the_stages_that_read_it(workspace):

@@ -41,3 +41,11 @@ def overlay_labels(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
     tinted[edge] = (255, 255, 255)
     return tinted.astype(np.uint8)
+
+
+DISPLAY_SCALE = 4   # tiny-model pictures are 32 px: enlarge them (nearest) for viewing
+
+
+def enlarge(picture: np.ndarray, scale: int = DISPLAY_SCALE) -> np.ndarray:
+    return np.asarray(Image.fromarray(picture).resize((picture.shape[1] * scale, picture.shape[0] * scale),
+                                                       Image.Resampling.NEAREST))

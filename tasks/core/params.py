@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from tasks.core.errors import ParamsError
 from tasks.core.hardware import ACCELERATORS, PRECISIONS, check_strategy_name, check_trainer
@@ -44,7 +44,7 @@ from tasks.core.schema.diffusion import (
     ZooConfig,
 )
 from tasks.core.schema.judges import TrainClassifierConfig
-from tasks.core.schema.msp import AugmentConfig, TrainSegmenterConfig
+from tasks.core.schema.msp import AugmentConfig, MspConfig, TrainSegmenterConfig
 from tasks.core.schema.synthworld import SynthesizeConfig, SynthesizePersonsConfig
 
 __all__ = ["DEFAULT_PARAMS_FILE", "ORACLE_RESTORER", "Params", "TINY", "Variant", "load_params", "validate"]
@@ -169,6 +169,16 @@ class Params(Section):
     finetune: FinetuneConfig = FinetuneConfig()
     evaluate_base: EvaluateBaseConfig = EvaluateBaseConfig()
     personalization: PersonalizationConfig = PersonalizationConfig()
+    msp: MspConfig = MspConfig()
+
+    @model_validator(mode="after")
+    def _msp_baselines_run(self) -> "Params":
+        # A baseline row draws from a personalization row's model: that row must run.
+        for name in self.msp.baselines:
+            if name not in self.personalization.table:
+                raise ValueError(f"msp.baselines: {name!r} is not a row of personalization.table "
+                                 f"({', '.join(self.personalization.table) or 'none'})")
+        return self
 
     def effective(self) -> dict[str, Any]:
         """The parameters as plain data (what MLflow records)."""
@@ -197,6 +207,8 @@ def _format_error(source: str, error: dict[str, Any]) -> str:
         # A check across a section's keys names the key it is about first ("warmup_steps: ...");
         # the key joins the path, and the section's whole mapping is not echoed back.
         key, _, rest = message.partition(": ")
+        if not loc and "." in key and rest:
+            return f"{source}: {message}"   # a check across sections names its key path itself
         if key in value and rest:
             return f"{source}: {'.'.join([*loc, key])}: {rest} (got {value[key]!r})"
         return f"{source}: {'.'.join(loc) or '(top level)'}: {message}"

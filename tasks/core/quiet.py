@@ -3,7 +3,7 @@
 Each entry below is a message a library prints on every run that asks nothing of the user:
 Lightning's hardware inventory and product tips, transformers' weight-loading bar, its note that a frozen sub-module (a VAE,
 a teacher) is in eval mode, which this project does on purpose, MLflow's database set-up
-lines, and a torch deprecation raised inside Lightning's own code. Each is silenced at its
+lines, diffusers' note that a UNet-only LoRA has no text-encoder weights, and a torch deprecation raised inside Lightning's own code. Each is silenced at its
 source by its exact text; every other warning and log line still shows.
 """
 
@@ -22,6 +22,15 @@ LIGHTNING_INFO_NOISE = (
 )
 QUIET_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration",   # "Creating initial MLflow database tables..."
                  "lightning.pytorch.trainer.connectors.signal_connector")  # "Received SIGTERM": the stage says it
+# diffusers notes, on loading a LoRA that adapts the UNet alone (the default fine-tuning), that the
+# text encoder has no LoRA weights: what was intended.
+# Loading an identifier's embedding grows the vocabulary, and transformers explains how it
+# initialises the new rows: the loaded embedding overwrites them at once.
+DIFFUSERS_NOISE = {
+    "diffusers.loaders.lora_base": ("No LoRA keys associated to CLIPTextModel",),
+    "diffusers.loaders.peft": ("No LoRA keys associated to CLIPTextModel",),
+    "transformers.modeling_utils": ("The new embeddings will be initialized from a multivariate normal",),
+}
 # Loggers whose errors repeat, as a traceback, an exception the stage itself reports in one line.
 SILENT_LOGGERS = ("mlflow.store.db.utils",)
 WARNING_NOISE = (
@@ -51,10 +60,16 @@ def silence_known_noise() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if "transformers" in sys.modules:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "diffusers" in sys.modules:   # its "Loading pipeline components" bar, likewise
+        sys.modules["diffusers"].utils.logging.disable_progress_bar()
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in logger.filters):
             logger.addFilter(_DropLines(LIGHTNING_INFO_NOISE))
+    for name, fragments in DIFFUSERS_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLines) for f in logger.filters):
+            logger.addFilter(_DropLines(fragments))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in SILENT_LOGGERS:

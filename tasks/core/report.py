@@ -1,6 +1,6 @@
 """The shared shape of a table stage: rows written by a foreach family of stages (one JSON per
 row), set side by side as Markdown + CSV (+ a CSV per plot), with footnotes. The DeSKPro
-ablation and the personalization table both assemble their reports here."""
+ablation, the personalization table and MSP's Table 1 assemble their reports here."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import csv
 import json
 from pathlib import Path
 from typing import Sequence
+
+import mlflow
 
 from tasks.core.errors import InputDataError
 
@@ -49,3 +51,13 @@ def write_table(directory: Path, header: Sequence[str], body: Sequence[Sequence[
     (directory / "table.md").write_text(text)
     write_csv(directory / "table.csv", header, body)
     return text
+
+
+def finish_report(tmp_metrics: Path, tmp_plots: Path, rows: Sequence[dict], keys: Sequence[str], extra: dict,
+                  artifact_path: str, text: str) -> None:
+    """A report stage's last steps: its DVC metrics (every row's `keys`, plus `extra`), its
+    plots folder to MLflow, and the table on the console."""
+    summary = {"rows": {row["row"]: {k: row[k] for k in keys if k != "row"} for row in rows}, **extra}
+    tmp_metrics.write_text(json.dumps(summary, indent=2) + "\n")
+    mlflow.log_artifacts(str(tmp_plots), artifact_path=artifact_path)
+    print(text, flush=True)

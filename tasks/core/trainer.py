@@ -285,15 +285,18 @@ def fit(params: Params, stage: str, module: L.LightningModule, *, run: Optional[
     return Fitted(trainer, history, checkpoints, resume)
 
 
-def predict(params: Params, module: L.LightningModule, dataloader: Any, callbacks: Sequence[L.Callback] = ()) -> None:
+def predict(params: Params, module: L.LightningModule, dataloader: Any, callbacks: Sequence[L.Callback] = (),
+            inference_mode: bool = True) -> None:
     """The one inference entry (generation): the hardware of params.trainer, Lightning's
     distributed sampler dealing the items over the ranks, its progress bar; nothing logged
-    (the stage records what it keeps). Predictions go to the callbacks (a prediction writer)."""
+    (the stage records what it keeps). Predictions go to the callbacks (a prediction writer).
+    `inference_mode=False` runs under no_grad instead, for a sampler that takes gradients
+    (guidance): tensors made in inference mode can never join an autograd graph."""
     cfg = params.trainer
     trainer = L.Trainer(accelerator=cfg.accelerator, devices=cfg.devices, strategy=cfg.strategy,
                         precision=cfg.precision, num_nodes=cfg.num_nodes, logger=False, callbacks=list(callbacks),
                         enable_model_summary=False, enable_checkpointing=False, use_distributed_sampler=True,
-                        default_root_dir=params.paths.checkpoints)
+                        default_root_dir=params.paths.checkpoints, inference_mode=inference_mode)
     with warnings.catch_warnings():
         # The loader yields whole batches (no sampler batching), which Lightning notes every time.
         warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")

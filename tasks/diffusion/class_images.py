@@ -13,13 +13,14 @@ from PIL import Image
 from lightning_modules.diffusion.pipeline import generate, load_text_to_image, make_pipeline, resolution_of
 from lightning_modules.core.visual import image_grid
 from tasks.core.params import Params
-from tasks.diffusion.setup import enlarge, manifest_rows
+from lightning_modules.core.visual import enlarge
+from tasks.core.manifest import manifest_rows
 from tasks.core.errors import run_stage_main
 from tasks.core.machine import PNG_RGB, require_disk, require_memory
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import stage_params
 from tasks.core.tracking import log_image, stage_run
-from tasks.diffusion.models import base_model_path
+from tasks.core.models import base_model_path
 
 STAGE = "class_images"
 PROMPTS = "prompts.csv"

@@ -16,10 +16,11 @@ from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import is_rank_zero, stage_params
 from tasks.core.tracking import log_image, log_metrics_tree, stage_run
-from tasks.diffusion.evaluation import evaluate, load_judges
+from tasks.core.judges import load_judges
+from tasks.diffusion.evaluation import evaluate
 from tasks.diffusion.generation import draw, prompt_items, write_generations
-from tasks.diffusion.setup import manifest_rows
-from tasks.diffusion.models import base_model_path
+from tasks.core.manifest import manifest_rows
+from tasks.core.models import base_model_path
 
 STAGE = "evaluate_base"
 

@@ -37,34 +37,18 @@ from tasks.core.params import Params
 from tasks.core.schema.diffusion import FinetuneConfig
 from tasks.core.curves import write_curves
 from tasks.core.trainer import fit
-from tasks.diffusion.setup import enlarge, manifest_path, manifest_rows, seeded_loader, settings_from
+from lightning_modules.core.visual import enlarge
+from tasks.core.manifest import manifest_path, manifest_rows
+from tasks.diffusion.setup import seeded_loader, settings_from
+from tasks.core.subjects import read_subjects
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import is_rank_zero, stage_params
-from lightning_modules.data.subjects import SubjectImage, SubjectRecord
+from lightning_modules.data.subjects import SubjectRecord
 from tasks.core.tracking import log_image, stage_run
-from tasks.diffusion.models import base_model_path
+from tasks.core.models import base_model_path
 
 STAGE = "finetune"
-
-
-def read_subjects(params: Params) -> list[SubjectRecord]:
-    """The augment stage's subjects with their training images; one without any is an error."""
-    root = params.paths.data / "augmented"
-    names = [n for n in json.loads((root / "classes.json").read_text()) if n != "background"]
-    found: dict[str, dict] = {}
-    for row in manifest_rows(params):
-        entry = found.setdefault(row["subject"], {"identifier": row["identifier"], "class_noun": row["class_noun"],
-                                                  "images": []})
-        if row["split"] == "train":
-            entry["images"].append(SubjectImage(root / row["image"], root / row["mask"]))
-    subjects = []
-    for name in names:
-        entry = found.get(name)
-        if entry is None or not entry["images"]:
-            raise InputDataError(f"{root / 'manifest.csv'}: subject {name!r} has no training images")
-        subjects.append(SubjectRecord(name, entry["identifier"], entry["class_noun"], tuple(entry["images"])))
-    return subjects
 
 
 def read_class_images(params: Params, nouns: set[str]) -> dict[str, list[CaptionedImage]]:

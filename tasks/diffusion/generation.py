@@ -22,7 +22,7 @@ from lightning_modules.diffusion.prompt_sets import PromptItem, PromptSetError, 
 from tasks.core.errors import InputDataError
 from tasks.core.params import Params
 from tasks.core.trainer import predict
-from tasks.diffusion.setup import enlarge
+from lightning_modules.core.visual import enlarge
 
 PROMPTS = "prompts.csv"
 IMAGES = "images"

@@ -28,7 +28,8 @@ from tasks.core.schema.diffusion import FinetuneConfig
 from tasks.core.stage import is_rank_zero, parse_stage_args
 from tasks.core.tracking import flatten, log_image, log_metrics_tree, stage_run
 from tasks.core.trainer import fit
-from tasks.diffusion.evaluation import evaluate, load_judges
+from tasks.core.judges import load_judges
+from tasks.diffusion.evaluation import evaluate
 from tasks.diffusion.finetune import Prepared, export, language_drift, prepare
 from tasks.diffusion.generation import draw, prompt_items, write_generations
 

@@ -3,14 +3,13 @@ DreamBooth paper's own DreamBench numbers beside ours (Markdown, CSV, a plot, ML
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import mlflow
 
 from tasks.core.errors import run_stage_main
 from tasks.core.outputs import atomic_outputs
-from tasks.core.report import read_rows, write_csv, write_table
+from tasks.core.report import finish_report, read_rows, write_csv, write_table
 from tasks.core.stage import stage_params
 from tasks.core.tracking import stage_run
 
@@ -74,11 +73,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         write_csv(tmp_plots / "metrics.csv", ["row", "metric", "value"],
                   [[row["row"], metric, row[metric]] for row in rows
                    for metric in ("dino", "clip_i", "clip_t", "identity_accuracy")])
-        summary = {"rows": {row["row"]: {k: row[k] for k in ROW_KEYS if k != "row"} for row in rows},
-                   "dreambooth_above_textual_inversion": order}
-        tmp_metrics.write_text(json.dumps(summary, indent=2) + "\n")
-        mlflow.log_artifacts(str(tmp_plots), artifact_path="personalization")
-        print(text, flush=True)
+        finish_report(tmp_metrics, tmp_plots, rows, ROW_KEYS, {"dreambooth_above_textual_inversion": order},
+                      "personalization", text)
 
 
 if __name__ == "__main__":

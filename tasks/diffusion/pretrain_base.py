@@ -29,13 +29,15 @@ from lightning_modules.synthworld.scenes import SCENE_KINDS, Scene
 from lightning_modules.core.visual import image_grid
 from tasks.core.curves import write_curves
 from tasks.core.trainer import fit
-from tasks.diffusion.setup import class_captions, enlarge, manifest_rows, pretraining_key, seeded_loader
+from lightning_modules.core.visual import enlarge
+from tasks.core.manifest import manifest_rows
+from tasks.diffusion.setup import class_captions, pretraining_key, seeded_loader
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.params import Params
 from tasks.core.stage import is_rank_zero, stage_params
 from tasks.core.tracking import log_image, stage_run
-from tasks.diffusion.models import base_dir, write_record, zoo_model
+from tasks.core.models import base_dir, write_record, zoo_model
 
 STAGE = "pretrain_base"
 

@@ -25,7 +25,7 @@ from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import is_rank_zero, stage_params
 from tasks.core.tracking import stage_run
-from tasks.diffusion.models import clip_dir, record_real_model, write_record, zoo_model
+from tasks.core.models import clip_dir, record_real_model, write_record, zoo_model
 
 STAGE = "pretrain_clip"
 

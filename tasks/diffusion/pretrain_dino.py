@@ -45,8 +45,9 @@ from tasks.core.params import Params
 from tasks.core.stage import is_rank_zero, stage_params
 from tasks.core.tracking import stage_run
 from tasks.core.trainer import fit
-from tasks.diffusion.models import dino_dir, record_real_model, write_record, zoo_model
-from tasks.diffusion.setup import content_digest, manifest_rows, seeded_loader, settings_from
+from tasks.core.models import dino_dir, record_real_model, write_record, zoo_model
+from tasks.core.manifest import manifest_rows
+from tasks.diffusion.setup import content_digest, seeded_loader, settings_from
 
 STAGE = "pretrain_dino"
 HELDOUT_SPLITS = ("val", "test")

@@ -3,38 +3,22 @@ settings for the science side, and the pictures they log."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
-import numpy as np
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_modules.core.resumable import shuffled_loader
 from lightning_modules.diffusion.data import CaptionedImage
 from tasks.core.params import Params
-from tasks.core.errors import InputDataError
 from tasks.core.section import Section
+from tasks.core.manifest import manifest_path, manifest_rows
 
 Settings = TypeVar("Settings")
 
-DISPLAY_SCALE = 4   # tiny-model pictures are 32 px: enlarge them (nearest) for viewing
-
-
-def manifest_path(params: Params) -> Path:
-    return params.paths.data / "augmented" / "manifest.csv"
-
-
-def manifest_rows(params: Params) -> list[dict]:
-    manifest = manifest_path(params)
-    if not manifest.is_file():
-        raise InputDataError(f"{manifest}: missing; run the augment stage first (dvc repro augment)")
-    with manifest.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def class_captions(params: Params, split: str = "train") -> list[CaptionedImage]:
@@ -82,8 +66,3 @@ def seeded_loader(dataset: Dataset, batch_size: int, params: Params, shuffle: bo
     listeners = [dataset.set_epoch] if hasattr(dataset, "set_epoch") else []
     return shuffled_loader(dataset, min(batch_size, len(dataset)), seed=params.seed, shuffle=shuffle, drop_last=True,
                            num_workers=params.trainer.num_workers, epoch_listeners=listeners)
-
-
-def enlarge(picture: np.ndarray, scale: int = DISPLAY_SCALE) -> np.ndarray:
-    return np.asarray(Image.fromarray(picture).resize((picture.shape[1] * scale, picture.shape[0] * scale),
-                                                       Image.Resampling.NEAREST))

@@ -22,7 +22,7 @@ from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import stage_params
 from tasks.core.tracking import stage_run
-from tasks.diffusion.models import write_record, zoo_dir
+from tasks.core.models import write_record, zoo_dir
 
 STAGE = "zoo"
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from lightning_modules.synthworld import render_scene, render_subject, scene_catalogue, subject_catalogue, view_for
 from lightning_modules.core.visual import image_grid
+from lightning_modules.synthworld.compositions import write_compositions
 from tasks.core.params import Params
 from tasks.core.errors import run_stage_main
 from tasks.core.machine import PNG_MASK, PNG_RGB, require_disk
@@ -63,13 +64,31 @@ def write_synthworld(params: Params, out: Path) -> dict:
     (out / "scenes" / "scenes.yaml").write_text(yaml.safe_dump(
         {"scenes": [{"file": f"{s.index:03d}.png", "kind": s.kind, "caption": s.caption} for s in scenes]},
         sort_keys=False))
+    compositions = write_compositions(out / "compositions", specs, scenes, cfg.composition_counts,
+                                      cfg.compositions_per_count, cfg.composition_size, params.seed)
+    skipped = [n for n in cfg.composition_counts if n > len(specs)]
+    if skipped:
+        print(f"synthesize: no compositions of {', '.join(map(str, skipped))} subjects "
+              f"(synthesize.num_subjects is {len(specs)})", flush=True)
     log_image(image_grid(sheet, columns=4), "synthworld/subjects.png")
+    log_image(composition_sheet(out / "compositions", compositions), "synthworld/compositions.png")
     return {
         "subjects": len(specs),
         "classes": len({s.class_noun for s in specs}),
         "images": len(specs) * cfg.images_per_subject,
         "scenes": len(scenes),
+        "compositions": len(compositions),
     }
+
+
+def composition_sheet(folder: Path, names: list[str]) -> np.ndarray:
+    """Every composition's layout beside its scaffolding image, one row per subject count."""
+    pictures = []
+    for name in names:
+        pictures += [np.asarray(Image.open(folder / f"{name}_{kind}.png").convert("RGB"))
+                     for kind in ("layout", "scaffolding")]
+    per_row = 2 * max(1, sum(1 for n in names if n.startswith(names[0].split("_")[0] + "_")))
+    return image_grid(pictures, columns=per_row)
 
 
 def main(argv: list[str] | None = None) -> None:

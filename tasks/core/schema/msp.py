@@ -5,18 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from tasks.core.section import (
     BatchLimit,
     BatchSize,
     Channels,
+    MAX_INFERENCE_STEPS,
     Count,
     Epochs,
+    GuidanceScale,
+    InferenceSteps,
     LearningRate,
     OptionalCount,
     Probability,
     Section,
+    TableRows,
+    TableSection,
 )
 
 # Disen-Mix divides the canvas into one region per subject: beyond a handful the regions are
@@ -75,4 +80,50 @@ class TrainSegmenterConfig(Section):
     def _five_blocks(cls, value: list[int]) -> list[int]:
         if len(value) != 5:
             raise ValueError("expected 5 decoder channel counts (one per ResNet stage)")
+        return value
+
+
+class MspRow(Section):
+    """One configuration of MSP's Table 1 (the ablation switches, MSP 3)."""
+
+    scaffolding: bool = False       # the scaffolding image refills each segment's outside
+    global_diffuser: bool = True
+    sal: bool = False
+
+
+class MspConfig(TableSection):
+    """MSP-Diffusion's generation from segment layouts and its Table 1 (MSP 2(ii)-(iv), 3, A.4-A.6).
+
+    `rows` are the configurations of ours (the `msp` stage family, from the finetune stage's
+    model); `baselines` are rows of the personalization table whose models draw one prompt
+    naming every subject, without a layout (the `msp_baseline` family)."""
+
+    compositions: Path = Path("data/synthworld/compositions")   # a folder of composition YAMLs
+    compositions_per_count: Count = 5     # of each subject count (n1_*, n2_*, ...), in name order
+    images_per_composition: Count = 4     # seeds per composition
+    inference_steps: InferenceSteps = 20
+    guidance_scale: GuidanceScale = 7.5
+    scaffolding_fraction: Probability = 0.3     # k / steps: the scaffolding stage
+    global_steps: Annotated[int, Field(ge=0, le=MAX_INFERENCE_STEPS)] = 2
+    global_weight: Probability = 0.5
+    sal_scale: Annotated[float, Field(ge=0, le=1e6)] = 1000.0
+    sal_range: tuple[Probability, Probability] = (0.0, 0.5)
+    baselines: list[str] = Field([], max_length=16)
+    rows: Annotated[dict[str, MspRow], TableRows] = Field({}, max_length=256)
+
+    @model_validator(mode="after")
+    def _baselines_apart(self) -> "MspConfig":
+        both = sorted(set(self.baselines) & set(self.rows))
+        if both:
+            raise ValueError(f"baselines: {both[0]!r} is also a key of rows; the two write to data/msp/<name>")
+        repeated = sorted({b for b in self.baselines if self.baselines.count(b) > 1})
+        if repeated:
+            raise ValueError(f"baselines: {repeated[0]} listed more than once")
+        return self
+
+    @field_validator("sal_range")
+    @classmethod
+    def _sal_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] >= value[1]:
+            raise ValueError("expected [start, end] fractions of the steps with start < end")
         return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field
 
 from tasks.core.section import Section
@@ -9,6 +11,8 @@ from tasks.core.section import Section
 # Images of one kind a SynthWorld stage renders: far above any dataset it stands in for
 # (Subject-Dataset11: 11 per subject; PRCC: 3 cameras); the disk they take is checked per run.
 MAX_RENDERS = 100_000
+# Subjects of one MSP composition: one segment colour each (compositions.PALETTE).
+MAX_COMPOSITION_SUBJECTS = 8
 
 
 class SynthesizeConfig(Section):
@@ -17,6 +21,13 @@ class SynthesizeConfig(Section):
     image_size: int = Field(256, ge=48, le=2048)
     num_scenes: int = Field(100, ge=1, le=MAX_RENDERS)
     scene_size: int = Field(256, ge=32, le=4096)
+    # MSP compositions (lightning_modules/synthworld/compositions.py): layouts at the size the
+    # base model generates, `compositions_per_count` of each subject count (counts above
+    # num_subjects are skipped, and the stage says so).
+    composition_size: int = Field(32, ge=16, le=2048)
+    composition_counts: list[Annotated[int, Field(ge=1, le=MAX_COMPOSITION_SUBJECTS)]] = Field(
+        [1, 2, 3, 4], min_length=1)
+    compositions_per_count: int = Field(5, ge=1, le=1000)
 
 
 class SynthesizePersonsConfig(Section):
