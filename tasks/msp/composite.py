@@ -138,21 +138,27 @@ def run_row(params: Params, stage: str, row: str, model_dir: Path, settings: MSP
         module.eval().requires_grad_(False)
     generator = CompositionGenerator(sampler)
     jobs = jobs_for(params, compositions, single_prompt, scaffolding)
-    gathered = GatheredImages()
-    predict(params, generator, composition_loader(jobs), [gathered], inference_mode=not settings.sal)
-    if not is_rank_zero():
-        return
 
+    def draw() -> GatheredImages:
+        gathered = GatheredImages()
+        predict(params, generator, composition_loader(jobs), [gathered], inference_mode=not settings.sal)
+        return gathered
+
+    if not is_rank_zero():   # a DDP worker: its share of the drawing
+        draw()
+        return
     per = params.msp.images_per_composition
-    images = {comp.name: np.stack([gathered.images[k * per + i] for i in range(per)])
-              for k, comp in enumerate(compositions)}
-    measured = evaluate_compositions(judges, compositions, images, references(params, size))
     out = params.paths.data / "msp" / row
     metrics_file = params.paths.metrics / "msp" / f"{row}.json"
     plots_dir = params.paths.plots / "msp" / row
+    # The run spans the drawing too, so its duration in MLflow is the row's cost.
     with stage_run(stage, params), atomic_outputs(out, metrics_file, plots_dir) as (tmp, tmp_metrics, tmp_plots):
         mlflow.set_tags({"subjectlab.table": TABLE, "subjectlab.row": row, **tags})
         mlflow.log_params(flatten(logged))
+        gathered = draw()
+        images = {comp.name: np.stack([gathered.images[k * per + i] for i in range(per)])
+                  for k, comp in enumerate(compositions)}
+        measured = evaluate_compositions(judges, compositions, images, references(params, size))
         (tmp / "images").mkdir(parents=True)
         tmp_plots.mkdir(parents=True)
         for comp in compositions:
