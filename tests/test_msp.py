@@ -150,3 +150,31 @@ def test_a_baseline_must_be_a_row_that_runs(msp_copy):
     result = python_stage("msp_baseline", msp_copy, "--row", "dreambooth", "--params", name, check=False)
     assert result.returncode == 2
     assert "msp.baselines: 'dreambooth' is not a row of personalization.table" in result.stderr
+
+
+def test_table_one_images_are_bit_identical_on_one_and_two_processes(msp_copy, monkeypatch):
+    """One composition per batch, dealt whole to the ranks, every image from its own seed: the
+    same pictures on 1 or 2 CPU processes, SAL's gradients included (one intra-op thread per
+    process in both runs: a CPU matmul's summation order follows its thread count)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    row = "plain_gd_sal"
+    folder = msp_copy / "data" / "msp" / row / "images"
+
+    def pictures() -> dict[str, np.ndarray]:
+        return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
+
+    python_stage("msp", msp_copy, "--row", row)
+    one, one_metrics = pictures(), json.loads((msp_copy / "metrics" / "msp" / f"{row}.json").read_text())
+
+    def ddp(params):
+        params["trainer"].update(strategy="ddp", devices=2, accelerator="cpu")
+    result = python_stage("msp", msp_copy, "--row", row, "--params", write_params(msp_copy, "ddp.yaml", ddp))
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    two = pictures()
+    assert one.keys() == two.keys() and len(one) == len(COUNTS) * 2
+    for name in one:
+        assert np.array_equal(one[name], two[name]), name
+    two_metrics = json.loads((msp_copy / "metrics" / "msp" / f"{row}.json").read_text())
+    assert {k: v for k, v in two_metrics.items() if k != "sal_loss"} == \
+        {k: v for k, v in one_metrics.items() if k != "sal_loss"}   # rank zero's SAL losses cover half the batches
+    assert [len(v) for v in runs_by_stage(msp_copy).values()] == [2]   # rank 1 opened no run
