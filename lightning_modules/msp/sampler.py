@@ -162,7 +162,7 @@ class CompositeSampler:
         x = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device, dtype)
         x = x * self.scheduler.init_noise_sigma
         m = latent_masks(masks.to(device), h).to(dtype)                     # S x 1 x h x w
-        pixel_masks = masks[list(subject_segments)].to(device) if subject_segments else None
+        pixel_masks = masks[subject_segments].to(device) if subject_segments else None
         local = self.embed(list(prompts)).to(dtype)                        # S x L x D
         empty = self.embed([""]).to(dtype)                                  # 1 x L x D
         glob = self.embed([global_prompt]).to(dtype) if cfg.global_diffuser else None
@@ -209,7 +209,6 @@ class CompositeSampler:
                 if cfg.sal_active(i) and pixel_masks is not None:
                     eps = self.sal_guidance(x, eps, t, pixel_masks)
                 x = self.scheduler.step(eps, t, x).prev_sample
-                tracks = x.unsqueeze(0).expand(s, -1, -1, -1, -1)
         return self.decode(x).float()
 
 

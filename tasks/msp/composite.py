@@ -129,11 +129,12 @@ def run_row(params: Params, stage: str, row: str, model_dir: Path, settings: MSP
     size = resolution_of({"unet": pipe.unet, "vae": pipe.vae})
     base = Path(manifest.get("base_model", "")) / "tokenizer"
     compositions = read_compositions(params, size, identifiers, base if base.is_dir() else None)
+    # Rank zero measures; every rank guides with the segmenter when SAL is on.
     judges = load_judges(params) if is_rank_zero() or settings.sal else None
-    segmenter = judges.segmenter if judges is not None else None
+    guide = judges if settings.sal else None
     sampler = CompositeSampler(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, settings,
-                               segmenter=segmenter if settings.sal else None, segmenter_size=judges.segmenter_size
-                               if judges is not None else None)
+                               segmenter=guide.segmenter if guide else None,
+                               segmenter_size=guide.segmenter_size if guide else None)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.eval().requires_grad_(False)
     generator = CompositionGenerator(sampler)
