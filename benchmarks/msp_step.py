@@ -10,7 +10,10 @@ model at the zoo's default sizes:
   batch shapes: 2 S B while scaffolding, (S + 2) B with the global diffuser, (S + 1) B after)
   and the same final decode, and nothing else.
 
-The ratio is what the sampler adds to the network's own work (target: at most 1.15x). A third
+The ratio is what the sampler adds to the network's own work (target: at most 1.15x). Two more
+pairs of sides do the same with ControlNet-OpenPose steering every UNet call (a ControlNet built
+from the UNet, as train_controlnet builds it): the sampler against the bare UNet + ControlNet
+calls, and the sampler with ControlNet against it without (ControlNet's own cost). A last
 side runs the sampler with SAL on every step (a VAE decode and a segmenter pass with their
 backward per step; the segmenter is the ResNet-34 U-Net at the default decoder sizes) and
 prints its overhead. The repeats alternate the order and the best repeat counts; the
@@ -29,6 +32,7 @@ import torch
 from lightning_modules.diffusion.tiny import TinySizes, tiny_text_to_image
 from lightning_modules.diffusion.tokenizer import build_word_tokenizer, rare_token_pool, synthworld_words
 from lightning_modules.msp import CompositeSampler, MSPSettings
+from lightning_modules.msp.controlnet import build_controlnet
 from lightning_modules.segmentation import ResNet34UNet
 from tasks.core.schema.diffusion import ZooConfig
 
@@ -59,9 +63,16 @@ def build(args):
 UNET_SECONDS = [0.0]   # time inside the UNet calls of the last msp run
 
 
-def run_msp(parts, segmenter, settings, args) -> float:
+def pose() -> torch.Tensor:
+    image = torch.zeros(3, SIZE, SIZE)
+    image[0, 4:28, 10:12] = 1.0
+    return image
+
+
+def run_msp(parts, segmenter, settings, args, controlnet=None) -> float:
     sampler = CompositeSampler(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"],
-                               parts["scheduler"], settings, segmenter=segmenter, segmenter_size=SIZE)
+                               parts["scheduler"], settings, segmenter=segmenter, segmenter_size=SIZE,
+                               controlnet=controlnet)
     unet_call = sampler.unet_batch
     UNET_SECONDS[0] = 0.0
 
@@ -76,14 +87,15 @@ def run_msp(parts, segmenter, settings, args) -> float:
     generators = [torch.Generator().manual_seed(i) for i in range(args.images)]
     start = time.perf_counter()
     sampler(masks_for(args.segments), prompts, "a cartoon on a beach", generators,
-            subject_segments=list(range(1, args.segments)))
+            subject_segments=list(range(1, args.segments)), pose=pose() if controlnet is not None else None)
     return time.perf_counter() - start
 
 
 @torch.no_grad()
-def run_bare(parts, settings, args) -> float:
+def run_bare(parts, settings, args, controlnet=None) -> float:
     sampler = CompositeSampler(parts["unet"], parts["vae"], parts["text_encoder"], parts["tokenizer"],
-                               parts["scheduler"], settings)
+                               parts["scheduler"], settings, controlnet=controlnet)
+    sampler.condition = None if controlnet is None else pose().unsqueeze(0)
     s, b = args.segments, args.images
     latent = parts["unet"].config.sample_size
     start = time.perf_counter()
@@ -114,10 +126,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     parts, segmenter = build(args)
+    controlnet = build_controlnet(parts["unet"], SIZE).eval().requires_grad_(False)
     plain = MSPSettings(steps=args.steps, guidance_scale=3.0)
     with_sal = MSPSettings(steps=args.steps, guidance_scale=3.0, sal=True, sal_range=(0.0, 1.0))
     sides = {"bare": lambda: run_bare(parts, plain, args), "msp": lambda: run_msp(parts, segmenter, plain, args),
-             "msp+sal": lambda: run_msp(parts, segmenter, with_sal, args)}
+             "msp+sal": lambda: run_msp(parts, segmenter, with_sal, args),
+             "bare+cn": lambda: run_bare(parts, plain, args, controlnet),
+             "msp+cn": lambda: run_msp(parts, segmenter, plain, args, controlnet)}
     for side in sides.values():   # warm-up: first calls allocate
         side()
     best = {name: float("inf") for name in sides}
@@ -137,6 +152,9 @@ def main() -> None:
     print(f"msp / bare UNet calls: {best['msp'] / best['bare']:.3f}x (target <= 1.15x)")
     print(f"msp outside its UNet calls (masks, mixing, guidance, scheduler, encode, decode): "
           f"{outside * 1000 / args.steps:.1f} ms/step")
+    print(f"with ControlNet, msp / bare UNet + ControlNet calls: {best['msp+cn'] / best['bare+cn']:.3f}x "
+          f"(target <= 1.15x)")
+    print(f"ControlNet: {best['msp+cn'] / best['msp']:.2f}x the sampler without it")
     print(f"SAL on every step: {best['msp+sal'] / best['msp']:.2f}x the sampler without it")
 
 

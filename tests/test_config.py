@@ -170,9 +170,9 @@ def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
     from tasks.core.cli import main, stages
 
     assert stages() == ["augment", "class_images", "evaluate_base", "evaluate_reid", "finetune", "msp", "msp_baseline",
-                        "msp_report", "personalization", "personalization_report", "pretrain_base", "pretrain_clip", "pretrain_dino", "reid_ablation",
-                        "reid_ablation_report", "synthesize", "synthesize_persons", "train_classifier", "train_reid",
-                        "train_reid_teacher", "train_segmenter", "zoo"]
+                        "msp_controlnet", "msp_report", "personalization", "personalization_report", "pretrain_base", "pretrain_clip", "pretrain_dino", "reid_ablation",
+                        "reid_ablation_report", "synthesize", "synthesize_persons", "train_classifier", "train_controlnet",
+                        "train_reid", "train_reid_teacher", "train_segmenter", "zoo"]
     with pytest.raises(SystemExit) as exit_info:
         main(["synthesise"])
     assert exit_info.value.code == 2

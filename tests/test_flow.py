@@ -26,7 +26,8 @@ ALL_STAGES = ["augment", "synthesize", "synthesize_persons", "train_reid_teacher
               "reid_ablation_report", "train_reid", "evaluate_reid", "train_segmenter", "zoo", "pretrain_base",
               "pretrain_clip", "class_images", "finetune", "train_classifier", "pretrain_dino", "evaluate_base",
               "personalization@lora", "personalization@textual_inversion", "personalization_report", "msp@plain_gd",
-              "msp@plain_gd_sal", "msp_baseline@textual_inversion", "msp_report"]
+              "msp@plain_gd_sal", "msp_baseline@textual_inversion", "train_controlnet@openpose",
+              "msp_controlnet@plain_gd_controlnet", "msp_report"]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,11 @@ def test_stage_order_comes_from_dvc_yaml(tmp_path):
                           ("personalization@textual_inversion", "personalization_report"),
                           ("finetune", "msp@plain_gd"), ("train_segmenter", "msp@plain_gd_sal"),
                           ("personalization@textual_inversion", "msp_baseline@textual_inversion"),
-                          ("msp@plain_gd_sal", "msp_report"), ("msp_baseline@textual_inversion", "msp_report")):
+                          ("msp@plain_gd_sal", "msp_report"), ("msp_baseline@textual_inversion", "msp_report"),
+                          ("pretrain_base", "train_controlnet@openpose"), ("synthesize", "train_controlnet@openpose"),
+                          ("train_controlnet@openpose", "msp_controlnet@plain_gd_controlnet"),
+                          ("finetune", "msp_controlnet@plain_gd_controlnet"),
+                          ("msp_controlnet@plain_gd_controlnet", "msp_report")):
         assert order.index(before) < order.index(after)
 
 

@@ -1,7 +1,8 @@
 """MSP-Diffusion's Table 1 stages in the smoke repro, SynthWorld's compositions, and bad input.
 
-The smoke profile runs two configurations of ours (global diffuser, without and with SAL) and one
-baseline row (a personalization row's model, one prompt naming every subject).
+The smoke profile runs two configurations of ours (global diffuser, without and with SAL), the
+ControlNet-OpenPose row (its ControlNet trained by train_controlnet@openpose) and one baseline row
+(a personalization row's model, one prompt naming every subject).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.conftest import python_stage, workspace_with_data, write_params
 from tests.test_reid_pipeline import runs_by_stage
 
 ROWS = ("plain_gd", "plain_gd_sal")
+CONTROLNET_ROW = "plain_gd_controlnet"
 BASELINE = "textual_inversion"
 COUNTS = ("n1", "n2", "n3", "n4plus")
 MSP_DATA = ("augmented", "synthworld", "models", "personalization")
@@ -50,13 +52,59 @@ def test_synthesize_writes_compositions_whose_truth_is_the_layout(smoke_repo):
             assert 10 <= comp.masks[j].sum() < 0.6 * comp.masks[j].size
 
 
+def test_every_composition_has_a_twin_with_its_figures_pose(smoke_repo):
+    """compositions_openpose/ repeats each composition with a pose image: skeletons on the
+    figures' segments only (cartoons and robots), black where no figure stands."""
+    from scipy.ndimage import binary_dilation
+
+    workspace, _ = smoke_repo
+    size = params_of(workspace)["synthesize"]["composition_size"]
+    plain_folder = workspace / "data" / "synthworld" / "compositions"
+    twins = workspace / "data" / "synthworld" / "compositions_openpose"
+    files = sorted(plain_folder.glob("*.yaml"))
+    assert [f.name for f in sorted(twins.glob("*.yaml"))] == [f.name for f in files]
+    figures_seen = 0
+    for path in files:
+        comp = load_composition(path, size=size, identifiers=IDENTIFIER_POOL, rare_tokens=IDENTIFIER_POOL)
+        twin = load_composition(twins / path.name, size=size, identifiers=IDENTIFIER_POOL,
+                                rare_tokens=IDENTIFIER_POOL, controlnet=True)
+        assert np.array_equal(twin.layout, comp.layout) and twin.global_prompt == comp.global_prompt
+        drawn = twin.pose.any(-1)
+        figures = [j for j in comp.subject_segments if comp.segments[j].subject.split("_")[0] in ("cartoon", "robot")]
+        if not figures:
+            assert not drawn.any(), path.name
+            continue
+        figures_seen += 1
+        on_figures = binary_dilation(np.any([comp.masks[j] for j in figures], axis=0), iterations=1)
+        assert drawn.any() and (drawn & ~on_figures).sum() <= 0.1 * drawn.sum(), path.name
+    assert figures_seen
+
+
+def test_train_controlnet_writes_a_controlnet_and_its_steering_measurement(smoke_repo):
+    workspace, result = smoke_repo
+    assert "Running stage 'train_controlnet@openpose'" in result.stdout
+    cfg = params_of(workspace)["train_controlnet"]
+    metrics = json.loads((workspace / "metrics" / "train_controlnet" / "openpose.json").read_text())
+    assert metrics["steps"] == cfg["steps"] and metrics["held_out_pairs"] == cfg["eval_pairs"]
+    assert metrics["train_pairs"] == params_of(workspace)["synthesize"]["pose_pairs"] - cfg["eval_pairs"]
+    for key in ("foreground_iou_controlnet", "foreground_iou_without", "pairs_improved"):
+        assert 0 <= metrics[key] <= 1, key
+    model = workspace / "data" / "models" / "controlnet" / "openpose"
+    assert (model / "config.json").is_file() and (model / "diffusion_pytorch_model.safetensors").is_file()
+    for plot in ("steering.png", "train_loss.csv"):
+        assert (workspace / "plots" / "train_controlnet" / "openpose" / plot).is_file(), plot
+    (run,) = runs_by_stage(workspace)["train_controlnet@openpose"]
+    assert "foreground_iou_controlnet" in run.data.metrics and run.data.tags["subjectlab.condition"] == "openpose"
+
+
 def test_table_one_rows_and_report_run_in_the_smoke_repro(smoke_repo):
     workspace, result = smoke_repo
-    for stage in [f"msp@{r}" for r in ROWS] + [f"msp_baseline@{BASELINE}", "msp_report"]:
+    for stage in [f"msp@{r}" for r in ROWS] + [f"msp_baseline@{BASELINE}", f"msp_controlnet@{CONTROLNET_ROW}",
+                                               "msp_report"]:
         assert f"Running stage '{stage}'" in result.stdout
     msp = params_of(workspace)["msp"]
     per_row = len(COUNTS) * msp["compositions_per_count"] * msp["images_per_composition"]
-    for row in (*ROWS, BASELINE):
+    for row in (*ROWS, BASELINE, CONTROLNET_ROW):
         metrics = json.loads((workspace / "metrics" / "msp" / f"{row}.json").read_text())
         assert metrics["images"] == per_row and set(metrics["by_count"]) == set(COUNTS)
         for key in ("clip_i", "clip_t", "sas", "identity_accuracy", "missing", "hybrid", "complete"):
@@ -74,11 +122,16 @@ def test_table_one_rows_and_report_run_in_the_smoke_repro(smoke_repo):
 
     table = (workspace / "plots" / "msp_report" / "table.md").read_text()
     lines = [line for line in table.splitlines() if line.startswith("| ")]
-    assert [line.split(" | ")[0].strip("| ") for line in lines[1:]] == [BASELINE, *ROWS]
-    assert "n>3 SAS" in lines[0] and "SAL raises SAS" in table
+    assert [line.split(" | ")[0].strip("| ") for line in lines[1:]] == [BASELINE, *ROWS, CONTROLNET_ROW]
+    assert "GD, ControlNet" in lines[-1]
+    assert "n>3 SAS" in lines[0] and "SAL raises SAS" in table and "ControlNet lowers the share of missing or hybrid" in table
     report = json.loads((workspace / "metrics" / "msp_report.json").read_text())
-    assert set(report["rows"]) == {BASELINE, *ROWS}
+    assert set(report["rows"]) == {BASELINE, *ROWS, CONTROLNET_ROW}
     assert report["orderings"]["sal_raises_sas"] in (True, False)
+    assert report["orderings"]["controlnet_lowers_missing_or_hybrid"] in (True, False)   # paired with plain_gd
+    # the ControlNet row's pictures show the pose image too: one tile more than plain_gd's
+    width = lambda row: Image.open(sorted((workspace / "plots" / "msp" / row).glob("*.png"))[0]).width  # noqa: E731
+    assert width(CONTROLNET_ROW) > width("plain_gd")
 
     runs = runs_by_stage(workspace)
     for row in ROWS:
@@ -86,6 +139,7 @@ def test_table_one_rows_and_report_run_in_the_smoke_repro(smoke_repo):
         assert run.data.tags["subjectlab.table"] == "msp" and run.data.tags["subjectlab.row"] == row
         assert "by_count.n4plus.sas" in run.data.metrics
     assert runs[f"msp_baseline@{BASELINE}"][0].data.tags["method"] == "baseline"
+    assert runs[f"msp_controlnet@{CONTROLNET_ROW}"][0].data.tags["controlnet"] == "true"
 
 
 @pytest.fixture()
@@ -150,6 +204,78 @@ def test_a_baseline_must_be_a_row_that_runs(msp_copy):
     result = python_stage("msp_baseline", msp_copy, "--row", "dreambooth", "--params", name, check=False)
     assert result.returncode == 2
     assert "msp.baselines: 'dreambooth' is not a row of personalization.table" in result.stderr
+
+
+def _twin(workspace: Path) -> Path:
+    return workspace / "data" / "synthworld" / "compositions_openpose" / "n2_0.yaml"
+
+
+def _drop_the_pose(workspace: Path) -> None:
+    spec = yaml.safe_load(_twin(workspace).read_text())
+    spec.pop("pose")
+    _twin(workspace).write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def stopped(in_process, capsys, stage: str, workspace: Path, *args: str) -> str:
+    """Run a stage in this process; it must stop with exit 2 and one line, which is returned."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        in_process(stage, workspace, *args)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err[-2000:]
+    return err
+
+
+@pytest.mark.parametrize("case, stage, expected", [
+    ("no_pose", "msp_controlnet", r"n2_0.yaml: pose: missing, and ControlNet is on"),
+    ("no_controlnet", "msp_controlnet", r"msp.controlnet.model: data/models/controlnet/openpose holds no ControlNet"),
+    ("wrong_family", "msp", rf"msp.rows.{CONTROLNET_ROW}: controlnet is true; the row runs as "
+                            rf"msp_controlnet@{CONTROLNET_ROW}"),
+])
+def test_a_controlnet_row_stops_on_bad_input_in_one_line(msp_copy, in_process, capsys, case, stage, expected):
+    if case == "no_pose":
+        _drop_the_pose(msp_copy)
+    elif case == "no_controlnet":
+        shutil.rmtree(msp_copy / "data" / "models" / "controlnet")
+    assert re.search(expected, stopped(in_process, capsys, stage, msp_copy, "--row", CONTROLNET_ROW))
+    assert not (msp_copy / "data" / "msp").exists() and not (msp_copy / "metrics" / "msp").exists()
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda p: p["msp"].update(controlnet_table=["plain_gd"]),
+     "msp.controlnet_table: row 'plain_gd' has controlnet: false"),
+    (lambda p: p["msp"].update(table=["plain_gd", CONTROLNET_ROW]), f"msp.table: row '{CONTROLNET_ROW}' has controlnet: true"),
+    (lambda p: p["train_controlnet"].update(conditions=[]),
+     "msp.controlnet_table runs, but msp.controlnet.model data/models/controlnet/openpose is written by "
+     "train_controlnet@openpose, which train_controlnet.conditions does not list"),
+])
+def test_controlnet_params_that_cannot_run_are_refused(msp_copy, in_process, capsys, edit, expected):
+    name = write_params(msp_copy, "bad.yaml", edit)
+    assert expected in stopped(in_process, capsys, "msp_controlnet", msp_copy, "--row", CONTROLNET_ROW, "--params", name)
+
+
+def _drop_a_caption(workspace: Path) -> None:
+    index = workspace / "data" / "synthworld" / "poses" / "pairs.yaml"
+    data = yaml.safe_load(index.read_text())
+    data["pairs"][3].pop("caption")
+    index.write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("caption", r"poses/pairs.yaml: pairs\[3\]: caption missing"),
+    ("held_out", r"train_controlnet.eval_pairs: 40 held out of the 40 pairs of data/synthworld/poses leaves none"),
+    ("condition", r"train_controlnet.conditions: 'depth' is not listed \(openpose\)"),
+])
+def test_train_controlnet_stops_on_bad_input_in_one_line(msp_copy, in_process, capsys, case, expected):
+    args = ["--condition", "depth" if case == "condition" else "openpose"]
+    if case == "caption":
+        _drop_a_caption(msp_copy)
+    elif case == "held_out":
+        args += ["--params", write_params(msp_copy, "bad.yaml", lambda p: p["train_controlnet"].update(eval_pairs=40))]
+    shutil.rmtree(msp_copy / "data" / "models" / "controlnet")
+    assert re.search(expected, stopped(in_process, capsys, "train_controlnet", msp_copy, *args))
+    assert not (msp_copy / "data" / "models" / "controlnet").exists()
+    assert not (msp_copy / "metrics" / "train_controlnet").exists()
 
 
 def test_table_one_images_are_bit_identical_on_one_and_two_processes(msp_copy, monkeypatch):

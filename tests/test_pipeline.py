@@ -17,7 +17,8 @@ STAGES = ("synthesize", "augment", "train_segmenter", "synthesize_persons", "tra
           "reid_ablation@deskpro_star", "reid_ablation_report", "zoo", "pretrain_base", "pretrain_clip",
           "class_images", "finetune", "train_classifier", "pretrain_dino", "evaluate_base", "personalization@lora",
           "personalization@textual_inversion", "personalization_report", "msp@plain_gd", "msp@plain_gd_sal",
-          "msp_baseline@textual_inversion", "msp_report")
+          "msp_baseline@textual_inversion", "train_controlnet@openpose", "msp_controlnet@plain_gd_controlnet",
+          "msp_report")
 
 
 def test_repro_runs_every_stage_and_writes_outputs(smoke_repo):
@@ -36,7 +37,8 @@ def test_repro_runs_every_stage_and_writes_outputs(smoke_repo):
                      "images": params["synthesize"]["num_subjects"] * params["synthesize"]["images_per_subject"],
                      "scenes": params["synthesize"]["num_scenes"],
                      "compositions": len(params["synthesize"]["composition_counts"])
-                     * params["synthesize"]["compositions_per_count"]}
+                     * params["synthesize"]["compositions_per_count"],
+                     "pose_pairs": params["synthesize"]["pose_pairs"]}
     augment = json.loads((workspace / "metrics" / "augment.json").read_text())
     total = synth["subjects"] * params["augment"]["augmentations_per_subject"]
     assert augment["images"] == {"train": total - params["augment"]["val_count"] - params["augment"]["test_count"],

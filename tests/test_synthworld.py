@@ -60,3 +60,66 @@ def test_scenes_are_distinct():
     pixels = [render_scene(s, 48, seed=0) for s in scenes[:16]]
     digests = {p.tobytes() for p in pixels}
     assert len(digests) == 16
+
+
+# --- pose images (ControlNet-OpenPose) ------------------------------------------------------
+
+
+def test_pose_keypoints_lie_on_their_figure_in_every_view():
+    """Every keypoint of a cartoon or robot falls on (or within two pixels of) its silhouette,
+    through the view's scale, tilt and mirror: the pose image describes the render."""
+    from scipy.ndimage import binary_dilation
+
+    from lightning_modules.synthworld.poses import keypoints
+
+    size = 128
+    for spec in subject_catalogue(4):
+        for k in range(12):
+            view = view_for(spec.class_index, k, seed=0)
+            points = keypoints(spec, view)
+            if spec.class_noun not in ("cartoon", "robot"):
+                assert points == {}
+                continue
+            assert {"neck", "l_hip", "r_hip", "l_ankle", "r_ankle"} <= set(points), (spec.name, view)
+            _, mask = render_subject(spec, view, size)
+            near = binary_dilation(mask, iterations=2)
+            for name, (x, y) in points.items():
+                assert near[min(int(y * size), size - 1), min(int(x * size), size - 1)], (spec.name, view, name)
+
+
+def test_pose_images_use_openpose_colours_and_sides():
+    from lightning_modules.synthworld.poses import COLOURS, KEYPOINTS, LIMB_BRIGHTNESS, render_pose
+
+    cartoon = subject_catalogue(1)[0]
+    front = view_for(cartoon.class_index, 0, seed=0)          # image 0 faces the viewer
+    image = render_pose(cartoon, front, 256)
+    colours = {tuple(c) for c in image.reshape(-1, 3)} - {(0, 0, 0)}
+    joints = {COLOURS[k] for k in range(len(KEYPOINTS))}
+    limbs = {tuple(round(LIMB_BRIGHTNESS * c) for c in colour) for colour in COLOURS[:17]}
+    assert colours <= joints | limbs and len(colours & joints) >= 14
+    # facing the viewer, the right shoulder (colour 2) is on the picture's left
+    xs = lambda colour: np.nonzero((image == colour).all(-1))[1].mean()   # noqa: E731
+    assert xs(COLOURS[2]) < xs(COLOURS[5])
+    back = next(view_for(cartoon.class_index, k, 0) for k in range(12) if view_for(cartoon.class_index, k, 0).orientation == "back")
+    behind = render_pose(cartoon, back, 256)
+    assert np.nonzero((behind == COLOURS[2]).all(-1))[1].mean() > np.nonzero((behind == COLOURS[5]).all(-1))[1].mean()
+    assert not (behind == COLOURS[0]).all(-1).any()              # no face seen from behind
+
+
+def test_pose_pairs_put_the_skeleton_on_the_figures(tmp_path):
+    import yaml
+    from PIL import Image
+
+    from lightning_modules.synthworld.poses import write_pose_pairs
+
+    assert write_pose_pairs(tmp_path, subject_catalogue(4), scene_catalogue(3), 12, 64, seed=0) == 12
+    pairs = yaml.safe_load((tmp_path / "pairs.yaml").read_text())["pairs"]
+    assert len(pairs) == 12 and all(p["caption"].startswith(("a cartoon", "a robot")) for p in pairs)
+    for pair in pairs:
+        pose = np.asarray(Image.open(tmp_path / pair["pose"]))
+        mask = np.asarray(Image.open(tmp_path / pair["mask"])) > 0
+        drawn = pose.any(-1)
+        assert drawn.any() and mask.any()
+        assert (drawn & mask).sum() >= 0.6 * drawn.sum()       # the skeleton lies on the figures
+    assert write_pose_pairs(tmp_path / "none", [s for s in subject_catalogue(4) if s.class_noun == "dog"],
+                            scene_catalogue(3), 5, 64, seed=0) == 0

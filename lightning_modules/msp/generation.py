@@ -21,7 +21,7 @@ from lightning_modules.msp.sampler import CompositeSampler
 
 @dataclass
 class CompositionJob:
-    """One composition to draw: its item indices and seeds, masks, prompts and scaffolding."""
+    """One composition to draw: its item indices and seeds, masks, prompts, scaffolding and pose."""
 
     indices: list[int]
     seeds: list[int]
@@ -30,6 +30,7 @@ class CompositionJob:
     global_prompt: str
     subject_segments: list[int]
     scaffolding: Optional[torch.Tensor]     # 3 x H x W in [0, 1]
+    pose: Optional[torch.Tensor] = None     # 3 x H x W in [0, 1]: ControlNet's condition
 
 
 class CompositionJobs(Dataset):
@@ -43,7 +44,7 @@ class CompositionJobs(Dataset):
         job = self.jobs[k]
         return {"index": torch.tensor(job.indices), "seeds": job.seeds, "masks": job.masks, "prompts": job.prompts,
                 "global_prompt": job.global_prompt, "subject_segments": job.subject_segments,
-                "scaffolding": job.scaffolding}
+                "scaffolding": job.scaffolding, "pose": job.pose}
 
 
 def composition_loader(jobs: Sequence[CompositionJob]) -> DataLoader:
@@ -57,13 +58,14 @@ class CompositionGenerator(L.LightningModule):
         self.sampler = sampler
         # Registered so that Lightning moves them to the device (the sampler uses the same objects).
         self.unet, self.vae, self.text_encoder = sampler.unet, sampler.vae, sampler.text_encoder
-        self.segmenter = sampler.segmenter
+        self.segmenter, self.controlnet = sampler.segmenter, sampler.controlnet
         self.sal_loss: list[float] = []
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in batch["seeds"]]
         images = self.sampler(batch["masks"], batch["prompts"], batch["global_prompt"], generators,
-                              scaffolding=batch["scaffolding"], subject_segments=batch["subject_segments"])
+                              scaffolding=batch["scaffolding"], subject_segments=batch["subject_segments"],
+                              pose=batch["pose"])
         self.sal_loss += self.sampler.trace.sal_loss
         pixels = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
         return {"index": batch["index"], "images": torch.from_numpy(pixels)}

@@ -27,6 +27,10 @@ log C and averaged over the pixels, is the loss L_j. Its gradient with respect t
 prediction in the classifier-guidance form eps-hat = eps - sqrt(1 - abar_t) g, with g =
 -sal_scale x grad L (the loss is a negative log-likelihood). eps is held fixed in the gradient:
 it costs a VAE decode and a segmenter pass, not a backward pass through the UNet.
+
+ControlNet (MSP 3, "with ControlNet"): given a ControlNet and a pose image, every UNet call of a
+step (each segment, the global and the unconditional prompt, as diffusers' pipelines do without
+guess mode) takes ControlNet's residuals for the whole picture's pose.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from lightning_modules.diffusion.data import tokenize
+from lightning_modules.msp.controlnet import control_residuals
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,12 @@ class CompositeSampler:
     """Draws compositions with a text-to-image model's components (diffusers objects)."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, settings: MSPSettings,
-                 segmenter: Optional[torch.nn.Module] = None, segmenter_size: Optional[int] = None):
+                 segmenter: Optional[torch.nn.Module] = None, segmenter_size: Optional[int] = None,
+                 controlnet: Optional[torch.nn.Module] = None, conditioning_scale: float = 1.0):
         if settings.sal and segmenter is None:
             raise ValueError("SAL needs the subject segmenter")
+        self.controlnet, self.conditioning_scale = controlnet, conditioning_scale
+        self.condition: Optional[torch.Tensor] = None    # the current drawing's pose image, 1 x 3 x H x W
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         # A training directory holds a DDPM schedule; sampling uses its DDIM twin.
         self.scheduler = DDIMScheduler.from_config(scheduler.config) if _is_ddpm(scheduler) else scheduler
@@ -123,8 +131,12 @@ class CompositeSampler:
         return self.text_encoder(ids)[0]
 
     def unet_batch(self, latents: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """One UNet call for every prediction of a step."""
-        return self.unet(latents, t, encoder_hidden_states=context).sample
+        """One UNet call (with ControlNet's, when it steers) for every prediction of a step."""
+        extra = {}
+        if self.condition is not None:
+            condition = self.condition.expand(latents.shape[0], -1, -1, -1)
+            extra = control_residuals(self.controlnet, latents, t, context, condition, self.conditioning_scale)
+        return self.unet(latents, t, encoder_hidden_states=context, **extra).sample
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return (self.vae.decode(latents / self.scale).sample / 2 + 0.5).clamp(0, 1)
@@ -147,12 +159,17 @@ class CompositeSampler:
     @torch.no_grad()
     def __call__(self, masks: torch.Tensor, prompts: Sequence[str], global_prompt: str,
                  generators: Sequence[torch.Generator], *, scaffolding: Optional[torch.Tensor] = None,
-                 subject_segments: Sequence[int] = ()) -> torch.Tensor:
+                 subject_segments: Sequence[int] = (), pose: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Images (B x 3 x H x W in [0, 1]) of one composition, one per generator.
 
         masks: S x H x W bool pixel masks (a partition); prompts: the S local prompts;
-        scaffolding: 3 x H x W in [0, 1] or None; subject_segments: the segments SAL guides."""
+        scaffolding: 3 x H x W in [0, 1] or None; subject_segments: the segments SAL guides;
+        pose: 3 x H x W in [0, 1], ControlNet's condition (needs a ControlNet)."""
         cfg, device = self.settings, self.device
+        if pose is not None and self.controlnet is None:
+            raise ValueError("a pose image needs a ControlNet")
+        if pose is None and self.controlnet is not None:
+            raise ValueError("this sampler steers with a ControlNet: give it the pose image")
         subject_segments = list(subject_segments)
         dtype = next(self.unet.parameters()).dtype
         s, b = len(prompts), len(generators)
@@ -166,6 +183,7 @@ class CompositeSampler:
         local = self.embed(list(prompts)).to(dtype)                        # S x L x D
         empty = self.embed([""]).to(dtype)                                  # 1 x L x D
         glob = self.embed([global_prompt]).to(dtype) if cfg.global_diffuser else None
+        self.condition = None if pose is None else pose.to(device, dtype).unsqueeze(0)
         scaffold = scaffold_noise = None
         if scaffolding is not None:
             scaffold = self.encode(scaffolding.to(device, dtype).unsqueeze(0))

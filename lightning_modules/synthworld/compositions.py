@@ -7,6 +7,10 @@ background segment. It comes with one local prompt per segment ("a <id> <class>"
 caption for the background), a global prompt naming the classes and the scene, the scene render
 as the scaffolding image, and the truth (colour -> subject). The format is lightning_modules/msp/
 layout.py's; a user's own compositions follow it too.
+
+ControlNet's rows read a twin of every composition (the same layout, prompts and scaffolding)
+that adds the pose image: the skeletons of its figures exactly on their silhouettes (poses.py).
+A layout file refuses a pose image when ControlNet is off, so the twins live in their own folder.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import yaml
 from PIL import Image
 
+from lightning_modules.synthworld.poses import render_pose
 from lightning_modules.synthworld.scenes import Scene, render_scene
 from lightning_modules.synthworld.subjects import SubjectSpec, render_subject, view_for
 
@@ -41,19 +46,27 @@ def cells(n: int, size: int) -> list[tuple[int, int, int, int]]:
     return [((k % columns) * width, (k // columns) * height, width, height) for k in range(n)]
 
 
-def silhouette(spec: SubjectSpec, view_index: int, width: int, height: int, seed: int) -> np.ndarray:
-    """The subject's mask fitted to a cell: rendered at the cell's height (at most twice its width),
+def fit_to_cell(render: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A square render of side min(height, 2 x width) fitted to a cell: standing on the cell's floor,
     its central columns kept (a subject is narrower than tall)."""
-    side = min(height, 2 * width)
-    _, mask = render_subject(spec, view_for(spec.class_index, view_index, seed), side)
-    fitted = np.zeros((height, width), bool)
+    side = render.shape[0]
+    fitted = np.zeros((height, width, *render.shape[2:]), render.dtype)
     if side <= width:
         left = (width - side) // 2
-        fitted[height - side:, left:left + side] = mask
+        fitted[height - side:, left:left + side] = render
     else:
         left = (side - width) // 2
-        fitted[height - side:, :] = mask[:, left:left + width]
+        fitted[height - side:, :] = render[:, left:left + width]
     return fitted
+
+
+def silhouette(spec: SubjectSpec, view_index: int, width: int, height: int, seed: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The subject's mask and pose image (black for a subject that is not a figure), fitted to a cell."""
+    side = min(height, 2 * width)
+    view = view_for(spec.class_index, view_index, seed)
+    _, mask = render_subject(spec, view, side)
+    return fit_to_cell(mask, width, height), fit_to_cell(render_pose(spec, view, side), width, height)
 
 
 def global_prompt(subjects: Sequence[SubjectSpec], scene: Scene) -> str:
@@ -61,29 +74,40 @@ def global_prompt(subjects: Sequence[SubjectSpec], scene: Scene) -> str:
 
 
 def write_composition(folder: Path, name: str, subjects: Sequence[SubjectSpec], scene: Scene, size: int,
-                      seed: int, rng: random.Random) -> dict:
+                      seed: int, rng: random.Random, pose_folder: Optional[Path] = None) -> dict:
     layout = np.full((size, size, 3), 255, np.uint8)
+    pose = np.zeros((size, size, 3), np.uint8)
     segments, truth = {}, {}
     for spec, colour, (left, top, width, height) in zip(subjects, PALETTE, cells(len(subjects), size)):
-        mask = silhouette(spec, rng.randrange(11), width, height, seed)
+        mask, skeleton = silhouette(spec, rng.randrange(11), width, height, seed)
         layout[top:top + height, left:left + width][mask] = _rgb(colour)
+        drawn = skeleton.any(-1)
+        pose[top:top + height, left:left + width][drawn] = skeleton[drawn]
         segments[colour] = f"a {spec.identifier} {spec.class_noun}"
         truth[colour] = spec.name
     segments = {c: p for c, p in segments.items() if (layout == _rgb(c)).all(-1).any()}
     segments[BACKGROUND] = scene.caption
-    Image.fromarray(layout).save(folder / f"{name}_layout.png")
-    Image.fromarray(render_scene(scene, size, seed)).save(folder / f"{name}_scaffolding.png")
+    pictures = {"layout": layout, "scaffolding": render_scene(scene, size, seed)}
     spec = {"layout": f"{name}_layout.png", "global_prompt": global_prompt(subjects, scene), "segments": segments,
             "scaffolding": f"{name}_scaffolding.png", "subjects": {c: truth[c] for c in segments if c in truth}}
+    for kind, picture in pictures.items():
+        Image.fromarray(picture).save(folder / f"{name}_{kind}.png")
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    if pose_folder is not None:
+        for kind, picture in {**pictures, "pose": pose}.items():
+            Image.fromarray(picture).save(pose_folder / f"{name}_{kind}.png")
+        (pose_folder / f"{name}.yaml").write_text(yaml.safe_dump({**spec, "pose": f"{name}_pose.png"}, sort_keys=False))
     return spec
 
 
 def write_compositions(folder: Path, subjects: Sequence[SubjectSpec], scenes: Sequence[Scene], counts: Sequence[int],
-                       per_count: int, size: int, seed: int) -> list[str]:
-    """`per_count` compositions of each subject count, named n<count>_<k>; returns the names.
-    A count above the number of subjects (or of segment colours) is skipped."""
+                       per_count: int, size: int, seed: int, pose_folder: Optional[Path] = None) -> list[str]:
+    """`per_count` compositions of each subject count, named n<count>_<k>, and their twins with a
+    pose image in `pose_folder`; returns the names. A count above the number of subjects (or of
+    segment colours) is skipped."""
     folder.mkdir(parents=True, exist_ok=True)
+    if pose_folder is not None:
+        pose_folder.mkdir(parents=True, exist_ok=True)
     names = []
     for n in counts:
         if n > min(len(subjects), MAX_SUBJECTS):
@@ -92,6 +116,6 @@ def write_compositions(folder: Path, subjects: Sequence[SubjectSpec], scenes: Se
             rng = random.Random(f"{seed}/composition/{n}/{k}")
             chosen = rng.sample(list(subjects), n)
             name = f"n{n}_{k}"
-            write_composition(folder, name, chosen, rng.choice(list(scenes)), size, seed, rng)
+            write_composition(folder, name, chosen, rng.choice(list(scenes)), size, seed, rng, pose_folder)
             names.append(name)
     return names

@@ -46,16 +46,22 @@ def _model_dir(path: Path, stage: str) -> Path:
     return path
 
 
+def load_segmenter(params: Params) -> tuple[ResNet34UNet, int]:
+    """The subject segmenter and the side it reads images at."""
+    segmenter = ResNet34UNet.from_pretrained(_model_dir(params.paths.data / "models" / "segmenter",
+                                                        "train_segmenter")).eval()
+    return segmenter, segmenter.image_size or max(32, params.augment.canvas_size // 32 * 32)
+
+
 def load_judges(params: Params) -> Judges:
     models = params.paths.data / "models"
     clip_path, dino_path = clip_model_path(params), dino_model_path(params)
-    segmenter = ResNet34UNet.from_pretrained(_model_dir(models / "segmenter", "train_segmenter")).eval()
+    segmenter, segmenter_size = load_segmenter(params)
     classifier = ClassSceneClassifier.from_pretrained(_model_dir(models / "classifier", "train_classifier")).eval()
     dino = load_dino(dino_path)
     return Judges(CLIPModel.from_pretrained(clip_path).eval(), AutoImageProcessor.from_pretrained(clip_path),
                   AutoTokenizer.from_pretrained(clip_path), dino,
-                  AutoImageProcessor.from_pretrained(dino_path), segmenter,
-                  segmenter.image_size or max(32, params.augment.canvas_size // 32 * 32), classifier)
+                  AutoImageProcessor.from_pretrained(dino_path), segmenter, segmenter_size, classifier)
 
 
 def load_dino(path: Path):

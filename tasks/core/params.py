@@ -44,7 +44,7 @@ from tasks.core.schema.diffusion import (
     ZooConfig,
 )
 from tasks.core.schema.judges import TrainClassifierConfig
-from tasks.core.schema.msp import AugmentConfig, MspConfig, TrainSegmenterConfig
+from tasks.core.schema.msp import AugmentConfig, MspConfig, TrainControlnetConfig, TrainSegmenterConfig
 from tasks.core.schema.synthworld import SynthesizeConfig, SynthesizePersonsConfig
 
 __all__ = ["DEFAULT_PARAMS_FILE", "ORACLE_RESTORER", "Params", "TINY", "Variant", "load_params", "validate"]
@@ -170,6 +170,7 @@ class Params(Section):
     evaluate_base: EvaluateBaseConfig = EvaluateBaseConfig()
     personalization: PersonalizationConfig = PersonalizationConfig()
     msp: MspConfig = MspConfig()
+    train_controlnet: TrainControlnetConfig = TrainControlnetConfig()
 
     @model_validator(mode="after")
     def _msp_baselines_run(self) -> "Params":
@@ -178,6 +179,12 @@ class Params(Section):
             if name not in self.personalization.table:
                 raise ValueError(f"msp.baselines: {name!r} is not a row of personalization.table "
                                  f"({', '.join(self.personalization.table) or 'none'})")
+        # The default ControlNet is the train_controlnet stage's: its family must train it.
+        trained = Path(str(self.paths.data)) / "models" / "controlnet"
+        model = self.msp.controlnet.model
+        if self.msp.controlnet_table and model.parent == trained and model.name not in self.train_controlnet.conditions:
+            raise ValueError(f"msp.controlnet_table runs, but msp.controlnet.model {model} is written by "
+                             f"train_controlnet@{model.name}, which train_controlnet.conditions does not list")
         return self
 
     def effective(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Optional
 import mlflow
 import numpy as np
 import torch
+from diffusers import ControlNetModel
 from PIL import Image
 
 from lightning_modules.core.visual import image_grid, overlay_labels
@@ -44,15 +45,18 @@ TABLE = "msp"
 _NAME = re.compile(r"^n(\d+)_(\d+)$")
 
 
-def composition_files(params: Params) -> list[Path]:
+def composition_files(params: Params, controlnet: bool = False) -> list[Path]:
     """The first `compositions_per_count` compositions of each subject count (n<count>_<k>.yaml),
-    or every YAML of a folder whose names do not follow that pattern."""
-    folder, cfg = params.msp.compositions, params.msp
+    or every YAML of a folder whose names do not follow that pattern. ControlNet's rows read the
+    compositions with pose images (msp.controlnet.compositions)."""
+    cfg = params.msp
+    key, folder = ("msp.controlnet.compositions", cfg.controlnet.compositions) if controlnet else \
+        ("msp.compositions", cfg.compositions)
     if not folder.is_dir():
-        raise InputDataError(f"msp.compositions: {folder} is not a folder of compositions (run dvc repro synthesize)")
+        raise InputDataError(f"{key}: {folder} is not a folder of compositions (run dvc repro synthesize)")
     files = sorted(folder.glob("*.yaml"))
     if not files:
-        raise InputDataError(f"msp.compositions: {folder} holds no composition (*.yaml)")
+        raise InputDataError(f"{key}: {folder} holds no composition (*.yaml)")
     named = [(f, _NAME.match(f.stem)) for f in files]
     if not all(m for _, m in named):
         return files
@@ -70,11 +74,12 @@ def fine_tuned_identifiers(model_dir: Path) -> tuple[dict, list[str]]:
     return manifest, [entry["identifier"] for entry in manifest["subjects"].values()]
 
 
-def read_compositions(params: Params, size: int, identifiers: list[str], tokenizer_dir: Optional[Path]) -> list[Composition]:
+def read_compositions(params: Params, size: int, identifiers: list[str], tokenizer_dir: Optional[Path],
+                      controlnet: bool = False) -> list[Composition]:
     pool = set(IDENTIFIER_POOL) | set(load_rare_tokens(tokenizer_dir) or [] if tokenizer_dir else [])
     try:
-        return [load_composition(f, size=size, identifiers=identifiers, rare_tokens=pool)
-                for f in composition_files(params)]
+        return [load_composition(f, size=size, identifiers=identifiers, rare_tokens=pool, controlnet=controlnet)
+                for f in composition_files(params, controlnet)]
     except LayoutError as err:
         raise InputDataError(str(err)) from None
 
@@ -84,7 +89,7 @@ def item_seed(params: Params, composition: int, image: int) -> int:
 
 
 def pixels(image: Optional[np.ndarray]) -> Optional[torch.Tensor]:
-    return None if image is None else torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    return None if image is None else torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
 
 
 def jobs_for(params: Params, compositions: list[Composition], single_prompt: bool, scaffolding: bool
@@ -104,7 +109,7 @@ def jobs_for(params: Params, compositions: list[Composition], single_prompt: boo
         else:
             jobs.append(CompositionJob(indices, seeds, torch.from_numpy(comp.masks), [s.prompt for s in comp.segments],
                                        comp.global_prompt, comp.subject_segments,
-                                       pixels(comp.scaffolding) if scaffolding else None))
+                                       pixels(comp.scaffolding) if scaffolding else None, pixels(comp.pose)))
     return jobs
 
 
@@ -114,27 +119,39 @@ def references(params: Params, size: int) -> dict[str, np.ndarray]:
 
 
 def picture(judges, comp: Composition, images: np.ndarray) -> np.ndarray:
-    """Layout, the segmenter's reading of the first image, and every image, side by side."""
+    """Layout (and pose image), the segmenter's reading of the first image, and every image, side by side."""
     labels = judges.segmenter(as_tensor(images[:1], judges.segmenter_size)).argmax(1)[0].numpy()
     if labels.shape[0] != images.shape[1]:
         labels = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize(images.shape[1:3], Image.NEAREST))
-    return enlarge(image_grid([comp.layout, overlay_labels(images[0], labels), *images], columns=2 + len(images)))
+    inputs = [comp.layout] + ([comp.pose] if comp.pose is not None else [])
+    tiles = [*inputs, overlay_labels(images[0], labels), *images]
+    return enlarge(image_grid(tiles, columns=len(tiles)))
+
+
+def load_controlnet(params: Params) -> ControlNetModel:
+    path = params.msp.controlnet.model
+    if not (path / "config.json").is_file():
+        raise InputDataError(f"msp.controlnet.model: {path} holds no ControlNet (config.json); run dvc repro "
+                             f"train_controlnet@{path.name}, or give a real ControlNet's directory")
+    return ControlNetModel.from_pretrained(path).eval().requires_grad_(False)
 
 
 def run_row(params: Params, stage: str, row: str, model_dir: Path, settings: MSPSettings, *, single_prompt: bool,
-            scaffolding: bool, tags: dict[str, str], logged: dict) -> None:
+            scaffolding: bool, tags: dict[str, str], logged: dict, controlnet: bool = False) -> None:
     """Draw, measure, write and track one row of Table 1."""
     manifest, identifiers = fine_tuned_identifiers(model_dir)
+    steer = load_controlnet(params) if controlnet else None
     pipe = load_finetuned(model_dir)
     size = resolution_of({"unet": pipe.unet, "vae": pipe.vae})
     base = Path(manifest.get("base_model", "")) / "tokenizer"
-    compositions = read_compositions(params, size, identifiers, base if base.is_dir() else None)
+    compositions = read_compositions(params, size, identifiers, base if base.is_dir() else None, controlnet)
     # Rank zero measures; every rank guides with the segmenter when SAL is on.
     judges = load_judges(params) if is_rank_zero() or settings.sal else None
     guide = judges if settings.sal else None
     sampler = CompositeSampler(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, settings,
                                segmenter=guide.segmenter if guide else None,
-                               segmenter_size=guide.segmenter_size if guide else None)
+                               segmenter_size=guide.segmenter_size if guide else None, controlnet=steer,
+                               conditioning_scale=params.msp.controlnet.conditioning_scale)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.eval().requires_grad_(False)
     generator = CompositionGenerator(sampler)

@@ -1,7 +1,9 @@
 """Stage `synthesize`: write SynthWorld's subjects folder and background scenes.
 
 Outputs (under paths.data/synthworld): subjects/ in the subjects-folder layout that a user's
-own folder also follows, scenes/*.png with scenes.yaml captions, and a contact sheet.
+own folder also follows, scenes/*.png with scenes.yaml captions, MSP's compositions/ and their
+twins with pose images (compositions_openpose/), ControlNet's pose/picture pairs (poses/), and
+contact sheets.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from tqdm import tqdm
 from lightning_modules.synthworld import render_scene, render_subject, scene_catalogue, subject_catalogue, view_for
 from lightning_modules.core.visual import image_grid
 from lightning_modules.synthworld.compositions import write_compositions
+from lightning_modules.synthworld.poses import write_pose_pairs
 from tasks.core.params import Params
 from tasks.core.errors import run_stage_main
 from tasks.core.machine import PNG_MASK, PNG_RGB, require_disk
@@ -65,7 +68,9 @@ def write_synthworld(params: Params, out: Path) -> dict:
         {"scenes": [{"file": f"{s.index:03d}.png", "kind": s.kind, "caption": s.caption} for s in scenes]},
         sort_keys=False))
     compositions = write_compositions(out / "compositions", specs, scenes, cfg.composition_counts,
-                                      cfg.compositions_per_count, cfg.composition_size, params.seed)
+                                      cfg.compositions_per_count, cfg.composition_size, params.seed,
+                                      pose_folder=out / "compositions_openpose")
+    pairs = write_pose_pairs(out / "poses", specs, scenes, cfg.pose_pairs, cfg.composition_size, params.seed)
     skipped = [n for n in cfg.composition_counts if n > len(specs)]
     if skipped:
         print(f"synthesize: no compositions of {', '.join(map(str, skipped))} subjects "
@@ -78,6 +83,7 @@ def write_synthworld(params: Params, out: Path) -> dict:
         "images": len(specs) * cfg.images_per_subject,
         "scenes": len(scenes),
         "compositions": len(compositions),
+        "pose_pairs": pairs,
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
@@ -89,6 +89,36 @@ class MspRow(Section):
     scaffolding: bool = False       # the scaffolding image refills each segment's outside
     global_diffuser: bool = True
     sal: bool = False
+    controlnet: bool = False        # steered by msp.controlnet.model from each composition's pose image
+
+
+class TrainControlnetConfig(Section):
+    """ControlNet training on SynthWorld's pose pairs (`train_controlnet@<condition>`): the tiny
+    model's ControlNet, initialised from the base model's UNet. The last `eval_pairs` pairs are
+    held out: drawn with and without ControlNet, the subject segmenter's foreground is compared
+    with where the pose put the figures."""
+
+    conditions: list[Literal["openpose"]] = Field([], max_length=1)   # the family runs over these
+    pairs: Path = Path("data/synthworld/poses")
+    batch_size: BatchSize = 16
+    steps: Annotated[int, Field(ge=1, le=1_000_000)] = 1500
+    lr: LearningRate = 1e-3
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    caption_dropout: Probability = 0.1
+    eval_pairs: Count = 48
+    sample_steps: InferenceSteps = 20
+    guidance_scale: GuidanceScale = 3.0
+
+
+class MspControlnet(Section):
+    """What the ControlNet rows read (the `msp_controlnet` family)."""
+
+    # The train_controlnet@openpose stage writes it; or a real OpenPose ControlNet's directory
+    # (diffusers format, for the base model's architecture).
+    model: Path = Path("data/models/controlnet/openpose")
+    # Compositions with a pose image each (synthesize writes twins of msp.compositions there).
+    compositions: Path = Path("data/synthworld/compositions_openpose")
+    conditioning_scale: Annotated[float, Field(ge=0, le=10)] = 1.0
 
 
 class MspConfig(TableSection):
@@ -109,7 +139,25 @@ class MspConfig(TableSection):
     sal_scale: Annotated[float, Field(ge=0, le=1e6)] = 1000.0
     sal_range: tuple[Probability, Probability] = (0.0, 0.5)
     baselines: list[str] = Field([], max_length=16)
+    controlnet: MspControlnet = MspControlnet()
+    controlnet_table: list[str] = Field([], max_length=256)   # rows with controlnet: true that run
     rows: Annotated[dict[str, MspRow], TableRows] = Field({}, max_length=256)
+
+    @model_validator(mode="after")
+    def _controlnet_rows_apart(self) -> "MspConfig":
+        # The two families differ in their inputs (a ControlNet, the compositions with poses).
+        for key, listed, wanted in (("table", self.table, False), ("controlnet_table", self.controlnet_table, True)):
+            for name in listed:
+                if name not in self.rows:
+                    raise ValueError(f"{key}: {name!r} is not a key of rows (rows: {', '.join(self.rows)})")
+                if self.rows[name].controlnet != wanted:
+                    raise ValueError(f"{key}: row {name!r} has controlnet: {str(not wanted).lower()}; rows with "
+                                     f"controlnet: {str(wanted).lower()} belong in "
+                                     f"{'controlnet_table' if not wanted else 'table'}")
+        repeated = sorted({b for b in self.controlnet_table if self.controlnet_table.count(b) > 1})
+        if repeated:
+            raise ValueError(f"controlnet_table: {repeated[0]} listed more than once")
+        return self
 
     @model_validator(mode="after")
     def _baselines_apart(self) -> "MspConfig":

@@ -28,6 +28,9 @@ class SynthesizeConfig(Section):
     composition_counts: list[Annotated[int, Field(ge=1, le=MAX_COMPOSITION_SUBJECTS)]] = Field(
         [1, 2, 3, 4], min_length=1)
     compositions_per_count: int = Field(5, ge=1, le=1000)
+    # ControlNet-OpenPose's training pairs (lightning_modules/synthworld/poses.py), at
+    # composition_size: figures placed at random with their pose images.
+    pose_pairs: int = Field(2000, ge=0, le=MAX_RENDERS)
 
 
 class SynthesizePersonsConfig(Section):
