@@ -145,6 +145,34 @@ def test_sal_lowers_the_entropy_loss_against_the_same_run_without_it(parts):
     assert after < before - 1e-3, (float(before), float(after))
 
 
+def test_sal_lowers_the_entropy_loss_of_a_v_prediction_model_too(parts):
+    """x0-hat and the guided move follow the model's prediction type (v: Stable Diffusion 2)."""
+    from diffusers import DDPMScheduler
+
+    components, segmenter = parts
+    velocity = dict(components, scheduler=DDPMScheduler.from_config(components["scheduler"].config,
+                                                                    prediction_type="v_prediction"))
+    settings = dict(FAST, sal_range=(0.0, 1.0), global_diffuser=False)
+    plain, _ = sample((velocity, segmenter), MSPSettings(**settings, sal=False), seeds=(0, 1, 2, 3))
+    guided, _ = sample((velocity, segmenter), MSPSettings(**settings, sal=True, sal_scale=2000.0), seeds=(0, 1, 2, 3))
+    with torch.no_grad():
+        before = segment_entropy(segmenter, plain, two_subjects()[1:], SIZE).mean()
+        after = segment_entropy(segmenter, guided, two_subjects()[1:], SIZE).mean()
+    assert after < before - 1e-3, (float(before), float(after))
+
+
+def test_masks_must_match_the_prompts_and_partition_the_picture(parts):
+    with pytest.raises(ValueError, match="3 segment masks for 2 prompts"):
+        sample(parts, MSPSettings(**FAST), prompts=PROMPTS[:2])
+    components, segmenter = parts
+    sampler = CompositeSampler(components["unet"], components["vae"], components["text_encoder"],
+                               components["tokenizer"], components["scheduler"], MSPSettings(**FAST))
+    gap = two_subjects()
+    gap[0, 0, 0] = False
+    with pytest.raises(ValueError, match="partition"):
+        sampler(gap, PROMPTS, "a cartoon", [torch.Generator().manual_seed(0)])
+
+
 def test_sal_needs_the_segmenter(parts):
     components, _ = parts
     with pytest.raises(ValueError, match="segmenter"):

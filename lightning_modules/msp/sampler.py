@@ -112,6 +112,9 @@ class CompositeSampler:
                  controlnet: Optional[torch.nn.Module] = None, conditioning_scale: float = 1.0):
         if settings.sal and segmenter is None:
             raise ValueError("SAL needs the subject segmenter")
+        if scheduler.config.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type {scheduler.config.prediction_type!r}: the sampler mixes noise or "
+                             "velocity predictions (epsilon or v_prediction)")
         self.controlnet, self.conditioning_scale = controlnet, conditioning_scale
         self.condition: Optional[torch.Tensor] = None    # the current drawing's pose image, 1 x 3 x H x W
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
@@ -146,15 +149,22 @@ class CompositeSampler:
         return self.vae.encode(images * 2 - 1).latent_dist.mean * self.scale
 
     def sal_guidance(self, x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """eps moved against the gradient of the segments' entropy loss (module docstring)."""
+        """The prediction moved against the gradient of the segments' entropy loss (module
+        docstring). For a v-prediction model `eps` is the velocity v: x0-hat = sqrt(abar) x_t -
+        sqrt(1 - abar) v, and the same move of the implied noise is a move of v divided by sqrt(abar)."""
         abar = self.scheduler.alphas_cumprod.to(x.device)[t].to(x.dtype)
+        velocity = self.scheduler.config.prediction_type == "v_prediction"
         with torch.enable_grad():
             xt = x.detach().requires_grad_(True)
-            x0 = (xt - (1 - abar).sqrt() * eps.detach()) / abar.sqrt()
+            if velocity:
+                x0 = abar.sqrt() * xt - (1 - abar).sqrt() * eps.detach()
+            else:
+                x0 = (xt - (1 - abar).sqrt() * eps.detach()) / abar.sqrt()
             loss = segment_entropy(self.segmenter, self.decode(x0), masks, self.segmenter_size)
             (grad,) = torch.autograd.grad(loss.sum(), xt)
         self.trace.sal_loss.append(float(loss.mean()))
-        return eps + self.settings.sal_scale * (1 - abar).sqrt() * grad
+        move = self.settings.sal_scale * (1 - abar).sqrt() * grad
+        return eps + (move / abar.sqrt() if velocity else move)
 
     @torch.no_grad()
     def __call__(self, masks: torch.Tensor, prompts: Sequence[str], global_prompt: str,
@@ -166,6 +176,10 @@ class CompositeSampler:
         scaffolding: 3 x H x W in [0, 1] or None; subject_segments: the segments SAL guides;
         pose: 3 x H x W in [0, 1], ControlNet's condition (needs a ControlNet)."""
         cfg, device = self.settings, self.device
+        if masks.shape[0] != len(prompts):
+            raise ValueError(f"{masks.shape[0]} segment masks for {len(prompts)} prompts: one prompt per segment")
+        if not (masks.sum(0) == 1).all():
+            raise ValueError("the segment masks must partition the picture: every pixel in exactly one segment")
         if pose is not None and self.controlnet is None:
             raise ValueError("a pose image needs a ControlNet")
         if pose is None and self.controlnet is not None:
