@@ -95,6 +95,7 @@ def test_train_controlnet_writes_a_controlnet_and_its_steering_measurement(smoke
         assert (workspace / "plots" / "train_controlnet" / "openpose" / plot).is_file(), plot
     (run,) = runs_by_stage(workspace)["train_controlnet@openpose"]
     assert "foreground_iou_controlnet" in run.data.metrics and run.data.tags["subjectlab.condition"] == "openpose"
+    assert run.data.params["train_controlnet.steps"] == str(cfg["steps"])
 
 
 def test_table_one_rows_and_report_run_in_the_smoke_repro(smoke_repo):

@@ -51,7 +51,7 @@ from tasks.core.models import base_model_path
 from tasks.core.outputs import atomic_outputs
 from tasks.core.params import Params, load_params
 from tasks.core.stage import is_rank_zero, parse_stage_args
-from tasks.core.tracking import log_image, log_metrics_tree, stage_run
+from tasks.core.tracking import flatten, log_image, log_metrics_tree, stage_run
 from tasks.core.trainer import fit
 
 STAGE = "train_controlnet"
@@ -150,6 +150,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             atomic_outputs(target, metrics_file, params.paths.plots / STAGE / args.condition) as (tmp, tmp_metrics,
                                                                                                  tmp_plots):
         mlflow.set_tags({"subjectlab.condition": args.condition})
+        # The run is named by the family item, so the section is logged here (stage_run logs a
+        # section whose name is the run's).
+        mlflow.log_params(flatten({"condition": args.condition, STAGE: params.effective()[STAGE]}))
         fitted = train_it(run)
         controlnet.eval()
         for part in (components["unet"], components["vae"], components["text_encoder"]):
