@@ -100,7 +100,8 @@ def load_condition(path: Path, resolution: int) -> torch.Tensor:
 
 
 class PosePairs(CaptionedImages):
-    """Picture, caption (dropped now and then, for classifier-free guidance) and pose image."""
+    """Picture, caption (dropped now and then, for classifier-free guidance) and pose image. The
+    dropouts are redrawn every epoch by the loader's epoch listener (set_epoch), resumes included."""
 
     def __init__(self, pairs: Sequence[PosePair], tokenizer, resolution: int, caption_dropout: float = 0.0,
                  seed: int = 0):
@@ -128,12 +129,6 @@ class ControlNetTraining(L.LightningModule):
         self.controlnet.train()
         for frozen in (self.unet, self.vae, self.text_encoder):
             frozen.eval()
-
-    def on_train_epoch_start(self) -> None:
-        # New caption dropouts every epoch (CaptionedImages draws them by epoch).
-        dataset = getattr(self.trainer.train_dataloader, "dataset", None)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(self.current_epoch)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
