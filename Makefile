@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test flow serve mlflow-ui clean
+.PHONY: install browser demo test flow serve deploy worker queue report mlflow-ui mlflow-server clean
 
 install: $(VENV)/.installed
 
@@ -26,12 +26,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -c constraints.txt -e '.[test]'
 	touch $@
 
+MLFLOW_PORT ?= 5000
+
 # The demo: params.yaml composed from conf/ on the default profile, then the whole pipeline.
 demo: install
 	subjectlab params
 	dvc repro
 
-test: install
+# The browser tests drive Debian's Chromium with Playwright (no browser download at run time):
+# installed from the distribution's packages when it is missing (as root, or through sudo).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: install browser
 	pytest
 
 flow: install
@@ -40,8 +51,29 @@ flow: install
 serve: install
 	python -m flows.serve
 
+# A lab's setup (docs/SCALE-OUT.md): the deployment on a work pool, and a worker that runs it.
+POOL ?= subjectlab
+deploy: install
+	python -m flows.serve --pool $(POOL)
+
+worker: install
+	prefect worker start --pool $(POOL) --type process
+
+# DVC's experiment queue with one worker per device (queue experiments first: dvc exp run --queue -S ...).
+DEVICES ?= 0
+queue: install
+	python -m flows.queue_workers --devices $(DEVICES)
+
+# The static HTML report of a reproduced workspace (tables + pictures, linked to their MLflow runs).
+report: install
+	python -m flows.report --mlflow-ui http://127.0.0.1:$(MLFLOW_PORT)
+
 mlflow-ui: install
 	mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000
+
+# The shared tracking server: PostgreSQL (a cluster under mlflow/server/) + proxied artifacts.
+mlflow-server: install
+	python -m flows.tracking_server --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf data/synthworld data/augmented data/models data/generated data/personalization data/class_images data/zoo metrics plots checkpoints

@@ -142,6 +142,22 @@ def kill_at_first_checkpoint(stage: str, cwd: Path, params_file: str, timeout: f
     return last
 
 
+def wait_for_health(url: str, server: subprocess.Popen, log: Path | None = None, timeout: float = 180) -> None:
+    """Wait until a server subprocess answers `url`; fail with its log if it dies or never does."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{url} never answered" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+            time.sleep(0.5)
+
+
 def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "dvc", *args], cwd, check=check)
 
@@ -182,3 +198,22 @@ def in_process(monkeypatch):
             assert "MLFLOW_TRACKING_URI" not in os.environ
 
     return run_stage
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory):
+    """A real MLflow tracking server on a real PostgreSQL cluster, on free local ports."""
+    from flows.tracking_server import TrackingServer
+
+    with TrackingServer(tmp_path_factory.mktemp("tracking") / "server") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect server (the test harness's, on a free local port and its own database);
+    PREFECT_API_URL points at it while the tests that use it run."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=300):
+        yield

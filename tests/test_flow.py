@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.dag import stage_order
 from flows.pipeline import pipeline
@@ -28,12 +28,6 @@ ALL_STAGES = ["augment", "synthesize", "synthesize_persons", "train_reid_teacher
               "personalization@lora", "personalization@textual_inversion", "personalization_report", "msp@plain_gd",
               "msp@plain_gd_sal", "msp_baseline@textual_inversion", "train_controlnet@openpose",
               "msp_controlnet@plain_gd_controlnet", "msp_report"]
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
 
 
 def test_stage_order_comes_from_dvc_yaml(tmp_path):
@@ -63,7 +57,11 @@ async def task_runs_of(flow_run_id) -> list:
                                            sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=50)
 
 
-def test_pipeline_flow_runs_a_task_per_stage_with_nested_mlflow_runs(prefect_server, tmp_path):
+def test_pipeline_flow_runs_a_task_per_stage_with_nested_mlflow_runs(prefect_server, tracking_server, tmp_path,
+                                                                     monkeypatch):
+    """The flow against the shared tracking server (MLflow on PostgreSQL, proxied artifacts),
+    through MLFLOW_TRACKING_URI alone; the embedded store: tests/test_pipeline.py."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server.uri)
     workspace = make_workspace(tmp_path / "ws")
     state = pipeline(workspace=str(workspace), stages=STAGES, return_state=True)
     assert state.is_completed()
@@ -73,14 +71,29 @@ def test_pipeline_flow_runs_a_task_per_stage_with_nested_mlflow_runs(prefect_ser
     assert sorted(t.name for t in task_runs) == sorted(STAGES)
     assert all(t.state.is_completed() for t in task_runs)
 
-    client = MlflowClient(f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}")
+    assert not (workspace / "mlflow" / "mlflow.db").exists()   # nothing went to a local store
+    client = MlflowClient(tracking_server.uri)
     experiment = client.get_experiment_by_name("subjectlab")
-    runs = client.search_runs([experiment.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags["subjectlab.stage"] == "pipeline"]
-    assert parent.info.status == "FINISHED"
-    assert parent.data.tags["prefect.flow_run_id"] == str(state.state_details.flow_run_id)
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    flow_run_id = str(state.state_details.flow_run_id)
+    (parent,) = client.search_runs([experiment.experiment_id], f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+    assert parent.info.status == "FINISHED" and parent.data.tags["subjectlab.stage"] == "pipeline"
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(r.data.tags["subjectlab.stage"] for r in children) == sorted(STAGES)
+    assert all(r.info.status == "FINISHED" for r in children)
+
+    by_stage = {r.data.tags["subjectlab.stage"]: r for r in children}
+    for stage in ("train_segmenter", "train_reid_teacher", "train_reid"):
+        run = by_stage[stage]
+        # Lightning's curves, and MLflow's system metrics (which Lightning never starts)
+        assert any(key.startswith("train/") for key in run.data.metrics), (stage, sorted(run.data.metrics))
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    for stage in ("train_segmenter", "evaluate_reid"):
+        # artifacts come back through the server (mlflow-artifacts:), not from a local path
+        run = by_stage[stage]
+        assert run.info.artifact_uri.startswith("mlflow-artifacts:")
+        local = client.download_artifacts(run.info.run_id, "", str(tmp_path / "download" / stage))
+        files = [p for p in Path(local).rglob("*") if p.is_file()]
+        assert files and all(p.stat().st_size > 0 for p in files), stage
 
     # a second flow run finds everything up to date and reruns nothing
     again = pipeline(workspace=str(workspace), stages=STAGES, return_state=True)

@@ -21,7 +21,8 @@ LIGHTNING_INFO_NOISE = (
     "Loading `train_dataloader` to estimate number of stepping batches",
 )
 QUIET_LOGGERS = ("mlflow.store.db.utils", "alembic.runtime.migration",   # "Creating initial MLflow database tables..."
-                 "lightning.pytorch.trainer.connectors.signal_connector")  # "Received SIGTERM": the stage says it
+                 "lightning.pytorch.trainer.connectors.signal_connector",  # "Received SIGTERM": the stage says it
+                 "mlflow.system_metrics")   # "Started monitoring system metrics", at every training stage
 # diffusers notes, on loading a LoRA that adapts the UNet alone (the default fine-tuning), that the
 # text encoder has no LoRA weights: what was intended.
 # Loading an identifier's embedding grows the vocabulary, and transformers explains how it

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,8 +38,13 @@ from tasks.core.params import Params
 
 PARENT_RUN_ENV = "SUBJECTLAB_PARENT_RUN_ID"
 STAGE_TAG = "subjectlab.stage"
-PROCESS_TAG = "subjectlab.process"   # host:pid:start-time of the process that owns a RUNNING run
+PROCESS_TAG = "subjectlab.process"
+DEVICES_TAG = "subjectlab.cuda_visible_devices"   # host:pid:start-time of the process that owns a RUNNING run
 REACH_TIMEOUT_S = 5.0
+# MLflow 3's UI opens an experiment it cannot classify on its GenAI traces overview ("No data
+# available"); this kind opens it on the runs table, where a training pipeline's runs are.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
 # A server that stops answering mid-run: a few quick retries, not MLflow's minutes of backoff.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
@@ -62,13 +68,15 @@ def experiment_id(client: MlflowClient, params: Params, root: Path = Path(".")) 
     name = params.mlflow.experiment
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return experiment.experiment_id
     # With the embedded store keep artifacts beside the database, not in the cwd.
     location = None
     if client.tracking_uri == embedded_uri(params, root):
         location = ((root / params.paths.mlflow).resolve() / "artifacts").as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
     except mlflow.exceptions.MlflowException:
         # Another process created it between our lookup and create.
         return client.get_experiment_by_name(name).experiment_id
@@ -219,6 +227,8 @@ def _stage_run(stage: str, params: Params) -> Iterator[Run]:
         commit = git_commit()
         if commit:
             tags["mlflow.source.git.commit"] = commit
+        if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:   # the device a queue worker pinned
+            tags[DEVICES_TAG] = os.environ["CUDA_VISIBLE_DEVICES"]
         active = mlflow.start_run(experiment_id=experiment_id, run_name=stage, parent_run_id=parent,
                                   nested=parent is not None, tags=tags)
         effective = params.effective()
@@ -285,3 +295,48 @@ def log_metrics_tree(metrics: dict[str, Any], prefix: str = "") -> None:
             continue
     if flat:
         mlflow.log_metrics(flat)
+
+
+@contextmanager
+def system_metrics(run: Optional[Run], uri: str) -> Iterator[None]:
+    """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU utilisation and memory
+    through NVML when a GPU is there) recording into `run` while the block runs.
+
+    Lightning's MLFlowLogger never starts it, and MLflow starts it only for runs it opens
+    with log_system_metrics=True; our runs are opened by the stage. The monitor samples every
+    MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (10 by default) and publishes only after
+    a full interval; a stage shorter than that still gets the samples taken so far.
+    """
+    if run is None:   # DDP ranks other than zero log nothing
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run.info.run_id, tracking_uri=uri)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+        try:
+            if monitor._logging_step == 0:   # nothing published yet: what the samples hold
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
+        except Exception as err:   # noqa: BLE001 - a lost sample must not fail the stage
+            print(f"system metrics not recorded ({describe_failure(err)})", file=sys.stderr, flush=True)
+
+
+def runs_url(server: str, experiment_id: str, search: str = "") -> str:
+    """The experiment's runs table in MLflow's UI, optionally filtered (an MLflow search string).
+
+    MLflow 3's UI opens every experiment on its GenAI views (traces, "No data available") in a
+    browser that has not chosen otherwise: the link says workflowType=machine_learning, and
+    the browser remembers it from then on."""
+    query = urllib.parse.urlencode({"workflowType": "machine_learning", "searchFilter": search})
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
+    """MLflow's compare view of these runs: their params and metrics side by side."""
+    query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
+    return f"{server.rstrip('/')}/#/compare-runs?{query}"

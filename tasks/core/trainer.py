@@ -33,7 +33,7 @@ from tasks.core import interrupt
 from tasks.core.errors import TrackingError
 from tasks.core.failpoints import failpoint
 from tasks.core.params import Params
-from tasks.core.tracking import describe_failure, tracking_uri
+from tasks.core.tracking import describe_failure, system_metrics, tracking_uri
 
 LAST_CHECKPOINT = "last.ckpt"
 PARTIAL_SUFFIX = ".partial"
@@ -275,7 +275,7 @@ def fit(params: Params, stage: str, module: L.LightningModule, *, run: Optional[
                             accumulate_grad_batches=accumulate_grad_batches,
                             use_distributed_sampler=use_distributed_sampler, seed=params.seed)
     # Signals wait for the end of the step (StopSafely): a checkpoint is never of half a step.
-    with interrupt.deferred():
+    with interrupt.deferred(), system_metrics(run, tracking_uri(params)):
         try:
             trainer.fit(module, train_dataloaders=train_dataloaders, datamodule=datamodule, ckpt_path=resume)
         except SIGTERMException:  # Lightning's own stop (DDP): an interruption, never a success
