@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 
 from flows.tracking_server import free_port
 from tasks.core.tracking import compare_url, runs_url
+from tasks.deskpro.reid_ablation_report import TABLE_VIEW
 from tests.browser import artifacts_dir, browser_page
 from tests.conftest import SMOKE_ABLATION_ROWS, stage_env, wait_for_health
 
@@ -48,13 +49,25 @@ def test_mlflow_ui_opens_the_ablation_rows_and_compares_their_metrics(mlflow_ui)
     assert names == sorted(f"reid_ablation@{row}" for row in SMOKE_ABLATION_ROWS)
 
     with browser_page() as page:   # a new user's browser: nothing chosen, nothing remembered
-        page.goto(runs_url(mlflow_ui, experiment.experiment_id, search))
+        # Table 3 as MLflow's runs table: the view the report stage saved, its metrics as columns
+        page.goto(runs_url(mlflow_ui, experiment.experiment_id, view=TABLE_VIEW))
         for name in names:
             page.get_by_text(name, exact=True).first.wait_for()
         body = page.inner_text("body")
-        assert "No data available" not in body and "Traces" not in body.split("Runs")[0][-200:]
-        assert "msp@plain_gd" not in body   # the filter of the link holds
+        assert "No data available" not in body and "Traces\n0" not in body
+        assert "msp@plain_gd" not in body   # the view's filter holds
+        columns = body.split("Run Name", 1)[1].split("reid_ablation@", 1)[0]
+        for column in ("test.prcc_cross.rank1", "test.prcc_cross.mAP", "test.celeb_light.rank5"):
+            assert column in columns, columns
+        for run in rows:
+            value = run.data.metrics["test.prcc_cross.mAP"]
+            assert f"{value:.4g}" in body or f"{value:.4f}".rstrip("0") in body, value
         page.screenshot(path=str(artifacts_dir() / "mlflow-runs-reid-ablation.png"), full_page=True)
+
+        # the plain filtered link shows the same rows
+        page.goto(runs_url(mlflow_ui, experiment.experiment_id, search))
+        for name in names:
+            page.get_by_text(name, exact=True).first.wait_for()
 
         page.goto(compare_url(mlflow_ui, experiment.experiment_id, [r.info.run_id for r in rows]))
         page.get_by_text(f"Comparing {len(rows)} Runs", exact=False).first.wait_for()

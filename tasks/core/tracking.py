@@ -326,14 +326,34 @@ def system_metrics(run: Optional[Run], uri: str) -> Iterator[None]:
             print(f"system metrics not recorded ({describe_failure(err)})", file=sys.stderr, flush=True)
 
 
-def runs_url(server: str, experiment_id: str, search: str = "") -> str:
-    """The experiment's runs table in MLflow's UI, optionally filtered (an MLflow search string).
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+
+
+def runs_url(server: str, experiment_id: str, search: str = "", view: str = "") -> str:
+    """The experiment's runs table in MLflow's UI, optionally filtered (an MLflow search string)
+    or as a shared view the pipeline saved (`share_table_view`).
 
     MLflow 3's UI opens every experiment on its GenAI views (traces, "No data available") in a
     browser that has not chosen otherwise: the link says workflowType=machine_learning, and
     the browser remembers it from then on."""
-    query = urllib.parse.urlencode({"workflowType": "machine_learning", "searchFilter": search})
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+    fields = {"workflowType": "machine_learning"}
+    fields.update({"viewStateShareKey": view} if view else {"searchFilter": search})
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(fields)}"
+
+
+def share_table_view(view: str, search: str, metrics: list[str]) -> None:
+    """Save, on the active run's experiment, a view of MLflow's runs table: the rows of a table
+    (`search`) with its metrics as columns, which the table's report opens through
+    runs_url(..., view=view). The UI keeps such a view in an experiment tag (plain JSON of its
+    filter and columns, as its "share" button writes); without one the table shows no metric
+    until a reader picks each column by hand."""
+    run = mlflow.active_run()
+    if run is None:
+        return
+    state = {"searchFilter": search, "orderByKey": "attributes.start_time", "orderByAsc": False,
+             "selectedColumns": [f"metrics.`{name}`" for name in metrics]}
+    MlflowClient(mlflow.get_tracking_uri()).set_experiment_tag(run.info.experiment_id, SHARED_VIEW_PREFIX + view,
+                                                               json.dumps(state))
 
 
 def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:

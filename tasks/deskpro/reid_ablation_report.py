@@ -12,7 +12,7 @@ from tasks.core.params import ORACLE_RESTORER
 from tasks.core.outputs import atomic_outputs
 from tasks.core.report import read_rows, write_csv, write_table
 from tasks.core.stage import stage_params
-from tasks.core.tracking import stage_run
+from tasks.core.tracking import share_table_view, stage_run
 
 STAGE = "reid_ablation_report"
 # Table 3's columns: body stream G, CSA, L_att; face stream phi_s^-, phi_s^+, phi_t.
@@ -59,6 +59,9 @@ def notes(rows: list[dict]) -> list[str]:
     return found
 
 
+TABLE_VIEW = "reid-ablation-table-3"   # runs_url(server, experiment, view=TABLE_VIEW)
+
+
 def model_label(row: dict) -> str:
     """The row's name where no footnote follows it (plots): oracle rows say so in the name."""
     return f"{row['row']} ({ORACLE})" if row["oracle"] else row["row"]
@@ -80,6 +83,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         summary = {row["row"]: {ORACLE: row["oracle"], **row["test"]} for row in rows}
         tmp_metrics.write_text(json.dumps(summary, indent=2) + "\n")
         mlflow.log_artifacts(str(tmp_plots), artifact_path="reid_ablation")
+        # MLflow's runs table as Table 3: the rows' runs, their rank-1 / rank-5 / mAP as columns
+        share_table_view(TABLE_VIEW, "tags.`subjectlab.stage` LIKE 'reid_ablation@%'",
+                         [f"test.{p}.{m}" for p in (rows[0]["test"] if rows else []) for m in ("rank1", "rank5", "mAP")])
         print(text, flush=True)
 
 
