@@ -80,6 +80,7 @@ def test_pipeline_flow_runs_a_task_per_stage_with_nested_mlflow_runs(prefect_ser
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert sorted(r.data.tags["subjectlab.stage"] for r in children) == sorted(STAGES)
     assert all(r.info.status == "FINISHED" for r in children)
+    assert all(r.data.params["profile"] == "smoke" for r in children)   # each stage's params reached the server
 
     by_stage = {r.data.tags["subjectlab.stage"]: r for r in children}
     for stage in ("train_segmenter", "train_reid_teacher", "train_reid"):
