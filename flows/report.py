@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import shutil
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     workspace = Path(args.workspace)
     out = Path(args.out) if args.out else workspace / "report"
     page = build(workspace, out.resolve(), args.mlflow_ui)
-    print(f"report: {page}", file=sys.stdout, flush=True)
+    print(f"report: {page}", flush=True)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ class TrackingServer:
 
     def start(self, log: Optional[Path] = None) -> "TrackingServer":
         self.root.mkdir(parents=True, exist_ok=True)
-        if not self.artifacts.split("://")[0] in ("s3", "gs", "wasbs", "hdfs", "ftp", "sftp"):
+        if "://" not in self.artifacts:   # a local folder; a bucket needs no mkdir
             Path(self.artifacts).mkdir(parents=True, exist_ok=True)
         self.postgres.start()
         output = open(log or self.root / "mlflow-server.log", "ab")
