@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install browser demo test flow serve deploy worker queue report mlflow-ui mlflow-server clean
+.PHONY: install browser demo test flow serve deploy worker queue report edit-page mlflow-ui mlflow-server clean
 
 install: $(VENV)/.installed
 
@@ -67,6 +67,13 @@ queue: install
 # The static HTML report of a reproduced workspace (tables + pictures, linked to their MLflow runs).
 report: install
 	python -m flows.report --mlflow-ui http://127.0.0.1:$(MLFLOW_PORT)
+
+# eCLIPsed's edit page: a slider per learned direction, the edited face redrawn as one moves.
+# ROWS: rows of the eclipsed table with trained directions (comma-separated; empty: all of them).
+ROWS ?=
+PORT ?= 8600
+edit-page: install
+	python -m flows.edit_page $(if $(ROWS),--rows $(ROWS)) --port $(PORT)
 
 mlflow-ui: install
 	mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db --port 5000

@@ -169,11 +169,12 @@ def test_stage_exits_2_with_one_line_and_writes_nothing(tmp_path):
 def test_cli_lists_the_stages_and_rejects_unknown_ones(capsys):
     from tasks.core.cli import main, stages
 
-    assert stages() == ["augment", "class_images", "evaluate_base", "evaluate_reid", "finetune", "msp", "msp_baseline",
+    assert stages() == ["augment", "class_images", "eclipsed", "eclipsed_report", "evaluate_base", "evaluate_reid", "finetune", "msp", "msp_baseline",
                         "msp_controlnet", "msp_report", "personalization", "personalization_report", "pretrain_base", "pretrain_clip", "pretrain_dino", "reid_ablation",
-                        "reid_ablation_report", "synthesize", "synthesize_persons", "train_classifier", "train_controlnet",
-                        "train_reid", "train_reid_teacher", "train_segmenter", "zoo"]
+                        "reid_ablation_report", "synthesize", "synthesize_faces", "synthesize_persons", "train_classifier", "train_controlnet",
+                        "train_face_attributes", "train_face_parts", "train_reid", "train_reid_teacher", "train_segmenter",
+                        "train_stylegan", "zoo"]
     with pytest.raises(SystemExit) as exit_info:
         main(["synthesise"])
     assert exit_info.value.code == 2
-    assert "usage: subjectlab {params,augment,class_images,evaluate_base,evaluate_reid," in capsys.readouterr().err
+    assert "usage: subjectlab {params,augment,class_images,eclipsed,eclipsed_report,evaluate_base,evaluate_reid," in capsys.readouterr().err

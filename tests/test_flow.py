@@ -21,10 +21,11 @@ pytestmark = pytest.mark.slow
 # are more of the same kind of task; the full smoke pipeline is tests/test_pipeline's job).
 STAGES = ["synthesize", "augment", "train_segmenter", "synthesize_persons", "train_reid_teacher", "train_reid",
           "evaluate_reid"]
-ALL_STAGES = ["augment", "synthesize", "synthesize_persons", "train_reid_teacher", "reid_ablation@baseline",
+ALL_STAGES = ["augment", "synthesize", "synthesize_faces", "synthesize_persons", "train_reid_teacher", "reid_ablation@baseline",
               "reid_ablation@deskpro_star", "reid_ablation@student_fkp", "reid_ablation@teacher",
               "reid_ablation_report", "train_reid", "evaluate_reid", "train_segmenter", "zoo", "pretrain_base",
               "pretrain_clip", "class_images", "finetune", "train_classifier", "pretrain_dino", "evaluate_base",
+              "train_face_attributes", "train_face_parts", "train_stylegan", "eclipsed@final", "eclipsed_report",
               "personalization@lora", "personalization@textual_inversion", "personalization_report", "msp@plain_gd",
               "msp@plain_gd_sal", "msp_baseline@textual_inversion", "train_controlnet@openpose",
               "msp_controlnet@plain_gd_controlnet", "msp_report"]
@@ -42,6 +43,10 @@ def test_stage_order_comes_from_dvc_yaml(tmp_path):
                           ("train_classifier", "personalization@lora"), ("pretrain_dino", "personalization@lora"),
                           ("personalization@textual_inversion", "personalization_report"),
                           ("finetune", "msp@plain_gd"), ("train_segmenter", "msp@plain_gd_sal"),
+                          ("synthesize_faces", "train_face_parts"), ("synthesize_faces", "pretrain_clip"),
+                          ("train_face_attributes", "train_stylegan"), ("train_stylegan", "eclipsed@final"),
+                          ("train_face_parts", "eclipsed@final"), ("pretrain_clip", "eclipsed@final"),
+                          ("eclipsed@final", "eclipsed_report"),
                           ("personalization@textual_inversion", "msp_baseline@textual_inversion"),
                           ("msp@plain_gd_sal", "msp_report"), ("msp_baseline@textual_inversion", "msp_report"),
                           ("pretrain_base", "train_controlnet@openpose"), ("synthesize", "train_controlnet@openpose"),

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 STAGES = ("synthesize", "augment", "train_segmenter", "synthesize_persons", "train_reid_teacher", "train_reid",
           "evaluate_reid", "reid_ablation@baseline", "reid_ablation@student_fkp", "reid_ablation@teacher",
           "reid_ablation@deskpro_star", "reid_ablation_report", "zoo", "pretrain_base", "pretrain_clip",
-          "class_images", "finetune", "train_classifier", "pretrain_dino", "evaluate_base", "personalization@lora",
+          "class_images", "finetune", "train_classifier", "train_face_attributes", "train_face_parts",
+          "synthesize_faces", "train_stylegan", "eclipsed@final", "eclipsed_report",
+          "pretrain_dino", "evaluate_base", "personalization@lora",
           "personalization@textual_inversion", "personalization_report", "msp@plain_gd", "msp@plain_gd_sal",
           "msp_baseline@textual_inversion", "train_controlnet@openpose", "msp_controlnet@plain_gd_controlnet",
           "msp_report")

@@ -19,6 +19,8 @@ class CaptionedImage:
     path: Path
     caption: str
     mask: Optional[Path] = None   # where the subjects are (non-zero); None: no subject in the picture
+    # Hard negative captions: what the picture is not, one detail away from `caption` (CLIP).
+    negatives: tuple[str, ...] = ()
 
 
 def load_pixels(path: Path, resolution: int) -> torch.Tensor:
@@ -56,9 +58,12 @@ class CaptionedImages(Dataset):
 
     def __init__(self, items: Sequence[CaptionedImage], tokenizer: PreTrainedTokenizerBase, resolution: int,
                  caption_dropout: float = 0.0, seed: int = 0, image_processor: Callable | None = None,
-                 masks: bool = False):
+                 masks: bool = False, negatives: int = 0):
         self.items, self.tokenizer, self.resolution = list(items), tokenizer, resolution
         self.masks = masks   # also hand over each item's subject mask ("subject_mask")
+        # Hand over up to `negatives` hard negative captions per item ("negative_input_ids", and
+        # "negative_mask": which of the K rows are real; an item may have fewer or none).
+        self.negatives = negatives
         # A CLIP image processor normalises as the vision tower expects; else [-1, 1].
         self.image_processor = image_processor
         self.caption_dropout, self.seed = caption_dropout, seed
@@ -92,6 +97,10 @@ class CaptionedImages(Dataset):
         sample = {"input_ids": tokenize(self.tokenizer, [caption])[0]}
         if self.masks:
             sample["subject_mask"] = load_mask(item.mask, self.resolution)
+        if self.negatives:
+            kept = list(item.negatives[:self.negatives])
+            sample["negative_input_ids"] = tokenize(self.tokenizer, kept + [""] * (self.negatives - len(kept)))
+            sample["negative_mask"] = torch.arange(self.negatives) < len(kept)
         return sample
 
 

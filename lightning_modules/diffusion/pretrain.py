@@ -124,16 +124,28 @@ class ClipPretrainer(L.LightningModule):
         self.clip.train()
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """CLIP's symmetric cross-entropy over the batch's image/caption similarities."""
-        # Same captions in one batch are positives of each other, not negatives: CLIP's
-        # one-hot targets would push apart two "a dog on a beach" pictures.
-        out = self.clip(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"])
+        """CLIP's symmetric cross-entropy over the batch's image/caption similarities.
+
+        Hard negative captions (NegCLIP, Yuksekgonul et al. 2023), where the batch has them, join
+        the captions every image is matched against: a face must then tell "a person with
+        glasses" from the same caption without them, which the batch's other captions, differing
+        in hair from most faces, seldom ask. They are not pictures, so the caption-to-image
+        direction stays over the batch's own captions."""
         ids = batch["input_ids"]
-        same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
-        targets = same / same.sum(1, keepdim=True)
+        texts = ids
+        if "negative_input_ids" in batch:
+            texts = torch.cat([ids, batch["negative_input_ids"][batch["negative_mask"]]])
+        out = self.clip(input_ids=texts, pixel_values=batch["pixel_values"])
+        # Same captions are positives of each other, not negatives: CLIP's one-hot targets would
+        # push apart two "a dog on a beach" pictures (or a face from a negative that is its caption).
+        same = (ids[:, None, :] == texts[None, :, :]).all(-1).float()
         logits = out.logits_per_image
-        return 0.5 * (torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
-                      + torch.sum(-targets * F.log_softmax(logits.t(), 1), 1).mean())
+        own = len(ids)
+        image_to_text = torch.sum(-same / same.sum(1, keepdim=True) * F.log_softmax(logits, 1), 1).mean()
+        same_own = same[:, :own].t()
+        text_to_image = torch.sum(-same_own / same_own.sum(1, keepdim=True) * F.log_softmax(logits[:, :own].t(), 1),
+                                  1).mean()
+        return 0.5 * (image_to_text + text_to_image)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = check_finite(self.compute_loss(batch), "CLIP loss", self.global_step)

@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from lightning_modules.synthworld.faces import FACE_ATTRIBUTES, caption_of
 from lightning_modules.synthworld.scenes import SCENE_KINDS, Scene
 from lightning_modules.synthworld.subjects import CLASS_NOUNS
 
@@ -33,11 +34,25 @@ PROMPT_WORDS = (
 ).split()
 
 
+def face_caption_words() -> list[str]:
+    """Every word a SynthWorld face caption can use ("a smiling person with red ponytail hair,
+    glasses and a beard"), and "closed" for prompts that name the closed mouth."""
+    words = ["closed"]
+    for style in FACE_ATTRIBUTES["hair_style"]:
+        for color in FACE_ATTRIBUTES["hair_color"]:
+            for mouth in FACE_ATTRIBUTES["mouth"]:
+                caption = caption_of({"hair_style": style, "hair_color": color, "glasses": "yes", "beard": "yes",
+                                      "mouth": mouth})
+                words += caption.replace(",", " , ").split()
+    return list(dict.fromkeys(words))
+
+
 def synthworld_words() -> list[str]:
     words = list(PROMPT_WORDS) + list(CLASS_NOUNS) + list(SCENE_KINDS)
     for index, kind in enumerate(SCENE_KINDS):
         words += Scene(index, kind).caption.split()
-    return words
+    # After the subjects' words, so their token ids stay what they were.
+    return words + face_caption_words()
 
 
 def rare_token_pool(count: int) -> list[str]:

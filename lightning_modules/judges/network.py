@@ -39,6 +39,18 @@ def _block(in_channels: int, out_channels: int) -> nn.Sequential:
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
+def vgg_blocks(width: int) -> list[nn.Module]:
+    """The judges' convolutional trunk up to its global pooling: conv-BN-ReLU blocks and three 2x
+    poolings, ending in 4 x `width` channels at 1/8 of the input's side."""
+    half = max(1, width // 2)
+    return [
+        _block(3, half), nn.MaxPool2d(2),
+        _block(half, width), _block(width, width), nn.MaxPool2d(2),
+        _block(width, 2 * width), _block(2 * width, 2 * width), nn.MaxPool2d(2),
+        _block(2 * width, 4 * width),
+    ]
+
+
 class ClassSceneClassifier(SavedNetwork, nn.Module):
     """A VGG-style trunk (conv-BN-ReLU blocks, three poolings) with a global max pooling and two
     linear heads.
@@ -58,13 +70,7 @@ class ClassSceneClassifier(SavedNetwork, nn.Module):
             raise ValueError("the judge needs at least one class and one scene")
         self.config = {"class_names": list(class_names), "scene_names": list(scene_names),
                        "image_size": int(image_size), "width": int(width)}
-        half = max(1, width // 2)
-        self.trunk = nn.Sequential(
-            _block(3, half), nn.MaxPool2d(2),
-            _block(half, width), _block(width, width), nn.MaxPool2d(2),
-            _block(width, 2 * width), _block(2 * width, 2 * width), nn.MaxPool2d(2),
-            _block(2 * width, 4 * width), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-        )
+        self.trunk = nn.Sequential(*vgg_blocks(width), nn.AdaptiveMaxPool2d(1), nn.Flatten())
         self.class_head = nn.Linear(4 * width, len(class_names))
         self.scene_head = nn.Linear(4 * width, len(scene_names))
 

@@ -1,10 +1,12 @@
-"""Segmentation samples from the augment manifest: image in [0, 1], label = subject index."""
+"""Segmentation samples: image in [0, 1] and per-pixel class indices, from a subject's binary mask
+(the augment manifest: label = subject index) or from a label map whose values are the classes
+(SynthWorld's face part maps: label None)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -19,7 +21,7 @@ from lightning_modules.core.resumable import ResumableLoader, shuffled_loader
 class SegmentationItem:
     image: Path
     mask: Path
-    label: int  # class index of the subject (0 is background)
+    label: Optional[int]  # class index of the subject (0 is background); None: the mask holds the classes
 
 
 class SubjectSegmentationDataset(Dataset):
@@ -34,24 +36,32 @@ class SubjectSegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         item = self.items[index]
         image = Image.open(item.image).convert("RGB")
-        mask = Image.open(item.mask).convert("L")
+        mask = self._open_mask(item)
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), Image.BILINEAR)
             mask = mask.resize((self.size, self.size), Image.NEAREST)
         pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255.0
-        labels = torch.from_numpy((np.asarray(mask) > 0).astype(np.int64) * item.label)
-        return pixels, labels
+        return pixels, torch.from_numpy(self._labels(item, mask))
+
+    @staticmethod
+    def _open_mask(item: SegmentationItem) -> Image.Image:
+        mask = Image.open(item.mask)
+        # A label map is read by value (a palette map by index): converting it would change the labels.
+        return mask if item.label is None and mask.mode in ("L", "P") else mask.convert("L")
+
+    @staticmethod
+    def _labels(item: SegmentationItem, mask: Image.Image) -> np.ndarray:
+        values = np.asarray(mask).astype(np.int64)
+        return values if item.label is None else (values > 0).astype(np.int64) * item.label
 
     def class_pixel_counts(self, num_classes: int) -> torch.Tensor:
         """Pixels of each class over the whole split, at the training size (masks only are read)."""
         counts = torch.zeros(num_classes, dtype=torch.long)
         for item in self.items:
-            mask = Image.open(item.mask).convert("L")
+            mask = self._open_mask(item)
             if mask.size != (self.size, self.size):
                 mask = mask.resize((self.size, self.size), Image.NEAREST)
-            subject = int((np.asarray(mask) > 0).sum())
-            counts[item.label] += subject
-            counts[0] += self.size * self.size - subject
+            counts += torch.bincount(torch.from_numpy(self._labels(item, mask)).flatten(), minlength=num_classes)
         return counts
 
 

@@ -43,9 +43,10 @@ from tasks.core.schema.diffusion import (
     PretrainDinoConfig,
     ZooConfig,
 )
-from tasks.core.schema.judges import TrainClassifierConfig
+from tasks.core.schema.eclipsed import EclipsedConfig, TrainFacePartsConfig, TrainStyleganConfig
+from tasks.core.schema.judges import TrainClassifierConfig, TrainFaceAttributesConfig
 from tasks.core.schema.msp import AugmentConfig, MspConfig, TrainControlnetConfig, TrainSegmenterConfig
-from tasks.core.schema.synthworld import SynthesizeConfig, SynthesizePersonsConfig
+from tasks.core.schema.synthworld import SynthesizeConfig, SynthesizeFacesConfig, SynthesizePersonsConfig
 
 __all__ = ["DEFAULT_PARAMS_FILE", "ORACLE_RESTORER", "Params", "TINY", "Variant", "load_params", "validate"]
 
@@ -153,9 +154,14 @@ class Params(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     synthesize: SynthesizeConfig = SynthesizeConfig()
     synthesize_persons: SynthesizePersonsConfig = SynthesizePersonsConfig()
+    synthesize_faces: SynthesizeFacesConfig = SynthesizeFacesConfig()
     augment: AugmentConfig = AugmentConfig()
     train_segmenter: TrainSegmenterConfig = TrainSegmenterConfig()
     train_classifier: TrainClassifierConfig = TrainClassifierConfig()
+    train_face_attributes: TrainFaceAttributesConfig = TrainFaceAttributesConfig()
+    train_face_parts: TrainFacePartsConfig = TrainFacePartsConfig()
+    train_stylegan: TrainStyleganConfig = TrainStyleganConfig()
+    eclipsed: EclipsedConfig = EclipsedConfig()
     reid: ReidConfig = ReidConfig()
     train_reid_teacher: TrainReidTeacherConfig = TrainReidTeacherConfig()
     train_reid: TrainReidConfig = TrainReidConfig()
@@ -198,7 +204,10 @@ class Params(Section):
         self.trainer.check_this_machine()
         check_batches(batch_memory(self.trainer, self.augment, self.train_segmenter, self.reid,
                                    self.evaluate_reid, self.zoo, self.pretrain_base, self.pretrain_clip,
-                                   self.finetune) + [self.train_classifier.batch_memory()], self.trainer)
+                                   self.finetune) + [self.train_classifier.batch_memory(),
+                                                     self.train_face_attributes.batch_memory(),
+                                                     self.train_face_parts.batch_memory(),
+                                                     self.train_stylegan.batch_memory()], self.trainer)
 
 
 def _format_error(source: str, error: dict[str, Any]) -> str:

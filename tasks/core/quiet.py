@@ -42,6 +42,9 @@ WARNING_NOISE = (
     (r"torch\.distributed\.nn\.functional\.all_gather is deprecated", Warning),
     # frozen VAEs and teachers are in eval mode on purpose
     (r"Found \d+ module\(s\) in eval mode at the start of training", Warning),
+    # a GAN's manual optimization (train_stylegan) is checkpointed at the end of the whole step,
+    # after both optimizers: the state a resume needs, not the "pre-optimization" one
+    (r"Using ModelCheckpoint with manual optimization and every_n_train_steps", Warning),
 )
 
 

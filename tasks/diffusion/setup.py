@@ -31,6 +31,20 @@ def class_captions(params: Params, split: str = "train") -> list[CaptionedImage]
             for row in manifest_rows(params) if row["split"] == split]
 
 
+def mix_in(items: Sequence[CaptionedImage], extra: Sequence[CaptionedImage], share: float) -> list[CaptionedImage]:
+    """`items` and `extra` in one list where `extra` makes up `share` of it. The smaller side
+    is cycled (never cut), so every picture of both serves in every epoch."""
+    if not extra or share == 0:
+        return list(items)
+    if share == 1 or not items:
+        return list(extra)
+    wanted = round(share / (1 - share) * len(items))   # extra pictures beside all of items
+    if wanted >= len(extra):
+        return list(items) + [extra[i % len(extra)] for i in range(wanted)]
+    enough = round((1 - share) / share * len(extra))
+    return [items[i % len(items)] for i in range(max(enough, len(items)))] + list(extra)
+
+
 def content_digest(files: Iterable[Path], root: Path) -> str:
     """sha256 over the files' names (relative to `root`), sizes and bytes, in the given order."""
     digest = hashlib.sha256()
@@ -43,14 +57,16 @@ def content_digest(files: Iterable[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def pretraining_key(params: Params, items: Sequence[CaptionedImage], model: Path) -> dict[str, Any]:
+def pretraining_key(params: Params, items: Sequence[CaptionedImage], model: Path,
+                    listings: Sequence[Path] = ()) -> dict[str, Any]:
     """What a pretraining stage's checkpoints are keyed by (tasks.core.trainer.checkpoint_dir):
     the data it trains on (the manifest and every training image's bytes: an augment rerun
     can change the pictures under the same manifest) and the model it starts from (a tiny zoo
     model, a few MB). A killed run then resumes only on the very same data and model."""
     root = params.paths.data / "augmented"
     weights = sorted(p for p in model.rglob("*") if p.is_file())
-    return {"data": content_digest([manifest_path(params), *(item.path for item in items)], root),
+    # `listings`: other files the items' captions come from (a faces folder's faces.csv).
+    return {"data": content_digest([manifest_path(params), *listings, *(item.path for item in items)], root),
             "model": content_digest(weights, model)}
 
 

@@ -114,9 +114,16 @@ class PretrainBaseConfig(Section):
 
 class PretrainClipConfig(Section):
     batch_size: int = Field(32, ge=2, le=4096)   # the contrastive loss needs two pairs at least
-    steps: Steps = 300
+    steps: Steps = 450
     lr: LearningRate = 5e-4
     weight_decay: WeightDecay = 1e-2
+    # The share of the training pairs that are SynthWorld faces with their attribute captions
+    # (data/faces, split train), beside the subjects' class captions; 0: subjects only.
+    face_share: Probability = 0.6
+    # Face attributes to write a hard negative caption for (the caption with that attribute
+    # changed, NegCLIP); names of the faces folder's attributes. []: none.
+    hard_negatives: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        ["glasses", "mouth"], max_length=16)
 
 
 # A share of an image's area (crop scales).

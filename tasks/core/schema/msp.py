@@ -61,6 +61,13 @@ class AugmentConfig(Section):
         return _ordered_range(value, 0.0, 1.0)
 
 
+def five_decoder_blocks(value: list[int]) -> list[int]:
+    """A ResNet-34 U-Net's decoder has one block per encoder stage: five channel counts."""
+    if len(value) != 5:
+        raise ValueError("expected 5 decoder channel counts (one per ResNet stage)")
+    return value
+
+
 class TrainSegmenterConfig(Section):
     # The side images are resized to for training and judging (a multiple of 32: the U-Net
     # halves five times); null trains at the augment canvas.
@@ -75,12 +82,7 @@ class TrainSegmenterConfig(Section):
     limit_val_batches: BatchLimit = 1.0
     decoder_channels: list[Channels] = [256, 128, 64, 32, 16]
 
-    @field_validator("decoder_channels")
-    @classmethod
-    def _five_blocks(cls, value: list[int]) -> list[int]:
-        if len(value) != 5:
-            raise ValueError("expected 5 decoder channel counts (one per ResNet stage)")
-        return value
+    _five_blocks = field_validator("decoder_channels")(five_decoder_blocks)
 
 
 class MspRow(Section):

@@ -1,10 +1,10 @@
-"""params.yaml sections of the SynthWorld stages: synthesize (subjects, scenes), synthesize_persons."""
+"""params.yaml sections of the SynthWorld stages: synthesize (subjects, scenes), synthesize_persons, synthesize_faces."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tasks.core.section import Section
 
@@ -46,3 +46,30 @@ class SynthesizePersonsConfig(Section):
     render_width: int = Field(128, ge=32, le=512)
     degrade_factor: int = Field(4, ge=1, le=16)  # surveillance images are render size / factor
     face_size: int = Field(32, ge=8, le=256)     # the clean (restored) face crop the teacher sees
+
+
+class SynthesizeFacesConfig(Section):
+    """SynthWorld faces: aligned portraits with part maps and captions (eCLIPsed's FFHQ)."""
+
+    num_identities: int = Field(100, ge=1, le=MAX_RENDERS)
+    images_per_identity: int = Field(10, ge=1, le=1000)
+    image_size: int = Field(64, ge=16, le=1024)
+    supersample: int = Field(4, ge=1, le=8)     # drawn this many times larger, then reduced (anti-aliasing)
+    val_per_identity: int = Field(1, ge=0, le=1000)
+    test_per_identity: int = Field(1, ge=0, le=1000)
+    # Per image, independently of the identity and of the other attributes; hair style, hair
+    # color and mouth are uniform over their vocabularies.
+    glasses_probability: float = Field(0.35, ge=0, le=1)
+    beard_probability: float = Field(0.3, ge=0, le=1)
+    max_yaw: float = Field(20.0, ge=0, le=45)   # degrees either way
+
+    @model_validator(mode="after")
+    def _splits_leave_training_images(self) -> "SynthesizeFacesConfig":
+        held_out = self.val_per_identity + self.test_per_identity
+        if held_out >= self.images_per_identity:
+            raise ValueError(f"images_per_identity: {self.images_per_identity} leaves no training image after "
+                             f"val_per_identity {self.val_per_identity} + test_per_identity {self.test_per_identity}")
+        if self.image_size * self.supersample > 4096:
+            raise ValueError(f"supersample: image_size {self.image_size} x supersample {self.supersample} is over "
+                             "4096 pixels a side")
+        return self

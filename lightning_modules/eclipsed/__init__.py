@@ -1,0 +1,1 @@
+"""eCLIPsed: CLIP-guided local latent directions (LELSD + CLIP) for a style-based GAN."""

@@ -1,0 +1,1 @@
+"""eCLIPsed stages: the face part segmenter, the style-based generator, the direction table."""
