@@ -31,10 +31,11 @@ TABLES = (
     ("reid_ablation_report", "DeSKPro: Table 3, the ablation (rank-1 / rank-5 / mAP, %)"),
     ("personalization_report", "Personalization: DreamBooth's Table 1 on SynthWorld"),
     ("msp_report", "MSP-Diffusion: Table 1"),
+    ("eclipsed_report", "eCLIPsed: Table 1, CLIP similarity of the edits (final against each alternate)"),
 )
 # plots/<family>/<item>/...: pictures of one item of a foreach family; msp/ holds three families' rows.
 FAMILY_FOLDERS = {"msp": ("msp", "msp_baseline", "msp_controlnet"), "train_controlnet": ("train_controlnet",),
-                  "personalization": ("personalization",)}
+                  "personalization": ("personalization",), "eclipsed": ("eclipsed",)}
 
 
 @dataclass

@@ -102,9 +102,9 @@ def test_static_report_has_every_table_and_picture_linked_to_its_run(smoke_repo,
         page.goto(page_path.as_uri())
         page.wait_for_load_state("load")
         headings = page.locator("h3").all_inner_texts()
-        for title in ("DeSKPro: Table 3", "Personalization", "MSP-Diffusion: Table 1"):
+        for title in ("DeSKPro: Table 3", "Personalization", "MSP-Diffusion: Table 1", "eCLIPsed: Table 1"):
             assert any(h.startswith(title) for h in headings), headings
-        assert page.locator("table").count() >= 3
+        assert page.locator("table").count() >= 4
         assert "deskpro_star" in page.locator("table").first.inner_text()   # Table 3's rows
         # every picture of the pipeline is on the page, and every one loaded
         images = page.locator("img")
@@ -114,7 +114,7 @@ def test_static_report_has_every_table_and_picture_linked_to_its_run(smoke_repo,
         assert broken == []
         # every link leads to a run that exists, named for the stage it says
         links = page.evaluate("() => [...document.links].map(a => [a.href, a.textContent])")
-        assert len(links) == len(pictures) + 3 + 1   # pictures, tables, all runs
+        assert len(links) == len(pictures) + 4 + 1   # pictures, tables, all runs
         for href, text in links:
             assert href.startswith(mlflow_ui + "/#/experiments/"), href
             if "/runs/" in href:
