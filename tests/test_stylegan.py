@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_modules.core.metrics.fid import FrechetDistance, frechet_distance, gaussian_statistics
+from lightning_modules.eclipsed.diffaugment import diff_augment
 from lightning_modules.eclipsed.discriminator import Discriminator
 from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, sample_images
 from lightning_modules.eclipsed.layers import ModulatedConv2d, upfirdn2d
@@ -260,13 +261,14 @@ class Losses(L.Callback):
         self.d.append(float(outputs["loss"]))
 
 
-def test_a_few_gan_steps_lower_the_d_loss_and_move_g_and_its_average(tmp_path):
+@pytest.mark.parametrize("augment", [(), ("color", "translation", "cutout")])
+def test_a_few_gan_steps_lower_the_d_loss_and_move_g_and_its_average(tmp_path, augment):
     torch.manual_seed(0)
     reals = torch.zeros(32, 3, 16, 16)
     reals[:, 0, 4:12, 4:12] = 1.0        # a red square on black: what D learns to tell apart
     module = StyleGAN2(generator(), Discriminator(SMALL),
                        GanConfig(r1_gamma=1.0, r1_every=4, path_length_weight=2.0, path_length_every=2,
-                                 ema_half_life_images=16))
+                                 ema_half_life_images=16, augment=augment))
     start = {k: v.clone() for k, v in module.generator.state_dict().items()}
     start_ema = {k: v.clone() for k, v in module.g_ema.state_dict().items()}
     losses = Losses()
@@ -286,6 +288,56 @@ def test_a_few_gan_steps_lower_the_d_loss_and_move_g_and_its_average(tmp_path):
     state = torch.random.get_rng_state()
     assert torch.equal(sample_images(module.g_ema, 3, seed=5), sample_images(module.g_ema, 3, seed=5))
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+# --- DiffAugment ------------------------------------------------------------------------------
+
+def test_translation_shifts_each_image_by_at_most_an_eighth_with_zeros_behind():
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 16, 16) + 1.0          # no zeros of its own
+    moved = diff_augment(images, ["translation"])
+    shifts = set()
+    for original, out in zip(images, moved):
+        found = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(out, torch.roll(original, (dy, dx), (1, 2)) * shifted_mask(dy, dx, 16))]
+        assert len(found) == 1
+        shifts.add(found[0])
+    assert len(shifts) > 3                           # drawn per image
+
+
+def shifted_mask(dy: int, dx: int, size: int) -> torch.Tensor:
+    mask = torch.ones(1, size, size)
+    if dy > 0:
+        mask[:, :dy] = 0
+    elif dy < 0:
+        mask[:, dy:] = 0
+    if dx > 0:
+        mask[:, :, :dx] = 0
+    elif dx < 0:
+        mask[:, :, dx:] = 0
+    return mask
+
+
+def test_cutout_zeroes_one_square_of_at_most_half_the_size_and_nothing_else():
+    torch.manual_seed(0)
+    images = torch.rand(32, 3, 16, 16) + 1.0
+    out = diff_augment(images, ["cutout"])
+    for original, cut in zip(images, out):
+        zero = (cut == 0).all(0)
+        rows, cols = zero.any(1).nonzero().flatten(), zero.any(0).nonzero().flatten()
+        assert 1 <= len(rows) <= 8 and 1 <= len(cols) <= 8
+        assert zero.sum() == len(rows) * len(cols)       # one rectangle
+        assert torch.equal(cut[:, ~zero], original[:, ~zero])
+
+
+def test_augmentations_pass_the_gradient_to_the_generator_and_differ_per_image():
+    torch.manual_seed(0)
+    images = torch.rand(8, 3, 16, 16, requires_grad=True)
+    out = diff_augment(images * 2 - 1, ["color", "translation", "cutout"])
+    out.square().sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    same = diff_augment(torch.zeros(4, 3, 8, 8).add(0.2), ["color"])
+    assert len({round(float(v), 4) for v in same.mean((1, 2, 3))}) == 4
 
 
 # --- FID -------------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Each iteration takes a discriminator step, then a generator step:
   amount, lazily every `path_length_every` iterations;
 - style mixing: a share of the batches draws two z and switches at a random layer, so that
   neighbouring layers do not learn to depend on each other (what makes W+ edits local);
+- DiffAugment (optional, `augment`): D sees every image, real or generated, in its step and in
+  G's, through the same differentiable random transformations (diffaugment.py), which keeps a
+  discriminator from memorising a few hundred real faces;
 - `g_ema`, the exponential moving average of G's weights (the generator one samples from),
   with a half-life counted in images and ramped up at the start (StyleGAN2-ADA's).
 Lazy regularisation scales Adam's rate and betas by c = every / (every + 1), as the paper does.
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_modules.core.losses import check_finite
+from lightning_modules.eclipsed.diffaugment import diff_augment
 from lightning_modules.eclipsed.discriminator import Discriminator
 from lightning_modules.eclipsed.stylegan import StyleGenerator
 
@@ -44,6 +48,7 @@ class GanConfig:
     ema_half_life_images: float = 10_000.0
     ema_rampup: float = 0.05             # the half-life is at most this share of the images seen; 0: none
     xflip: bool = True                   # mirror real images at random (faces are left-right symmetric)
+    augment: tuple[str, ...] = ()        # DiffAugment policies (diffaugment.POLICIES); (): none
 
 
 def requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -65,6 +70,10 @@ class StyleGAN2(L.LightningModule):
         self.save_hyperparameters({"gan": asdict(config), "generator": generator.config,
                                    "discriminator": discriminator.config})
 
+    def judge(self, images: torch.Tensor) -> torch.Tensor:
+        """D's logits for images as D always sees them: through the DiffAugment policies."""
+        return self.discriminator(diff_augment(images, self.config.augment))
+
     # --- the losses (benchmarks call these) ---------------------------------------------
     @staticmethod
     def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
@@ -80,7 +89,7 @@ class StyleGAN2(L.LightningModule):
         """(E ||grad_x D(x)||^2 over the real batch, the real logits), the gradient kept in the
         graph so that the penalty itself can be minimised."""
         real_images = real_images.detach().requires_grad_(True)
-        logits = self.discriminator(real_images)
+        logits = self.judge(real_images)
         grad, = torch.autograd.grad(logits.sum(), real_images, create_graph=True)
         return grad.pow(2).flatten(1).sum(1).mean(), logits
 
@@ -120,14 +129,14 @@ class StyleGAN2(L.LightningModule):
         requires_grad(self.discriminator, True)
         with torch.no_grad():
             fakes = self.generator.synthesis(self.sample_ws(reals.shape[0]))
-        fake_logits = self.discriminator(fakes)
+        fake_logits = self.judge(fakes)
         if cfg.r1_gamma > 0 and it % cfg.r1_every == 0:
             r1, real_logits = self.r1_penalty(reals)
             d_loss = self.discriminator_loss(real_logits, fake_logits)
             logs["train/r1"] = r1.detach()
             d_total = d_loss + cfg.r1_gamma / 2 * r1 * cfg.r1_every
         else:
-            real_logits = self.discriminator(reals)
+            real_logits = self.judge(reals)
             d_total = d_loss = self.discriminator_loss(real_logits, fake_logits)
         d_opt.zero_grad(set_to_none=True)
         self.manual_backward(check_finite(d_total, "the discriminator loss", step))
@@ -141,7 +150,7 @@ class StyleGAN2(L.LightningModule):
         if regularise:
             ws = ws.detach().requires_grad_(True)
         fakes = self.generator.synthesis(ws)
-        g_loss = g_total = self.generator_loss(self.discriminator(fakes))
+        g_loss = g_total = self.generator_loss(self.judge(fakes))
         if regularise:
             penalty, mean_length = self.path_length_penalty(fakes, ws)
             self.mean_path_length.copy_(mean_length)

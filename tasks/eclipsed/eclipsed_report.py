@@ -22,8 +22,6 @@ from tasks.core.outputs import atomic_outputs
 from tasks.core.report import finish_report, markdown, read_rows, write_csv, write_table
 from tasks.core.stage import stage_params
 from tasks.core.tracking import log_image, share_table_view, stage_run
-from tasks.eclipsed.editor import load_editor
-from tasks.eclipsed.evaluation import sequential_picture
 from tasks.eclipsed.learned import TABLE
 
 STAGE = "eclipsed_report"
@@ -84,7 +82,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     names = list(cfg.table)
     rows = read_rows(params.paths.metrics / FAMILY, names, FAMILY, ROW_KEYS)
     by_name = {r["row"]: r for r in rows}
-    editor = load_editor(params, cfg.sequential) if cfg.sequential else None
+    editor = None
+    if cfg.sequential:
+        # The generator, the directions and the CLIP / judge code they bring (~10 s of imports)
+        # only when a sequential strip is asked for: a report of rows alone stays a light stage.
+        from tasks.eclipsed.editor import load_editor
+
+        editor = load_editor(params, cfg.sequential)
     targets = (params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
     with stage_run(STAGE, params), atomic_outputs(*targets) as (tmp_metrics, tmp_plots):
         mlflow.log_param("eclipsed_report.rows", ",".join(names))
@@ -99,6 +103,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                   [[r["row"], k, r[k]] for r in rows for k in ("clip_similarity", "locality", "edit_accuracy")
                    if r[k] is not None])
         if editor is not None:
+            from tasks.eclipsed.evaluation import sequential_picture
+
             edits = [(editor.directions[row], cfg.eval_alpha) for row in cfg.sequential]
             seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + cfg.strip_seeds))
             picture = sequential_picture(editor.generator, edits, seeds, editor.truncation)

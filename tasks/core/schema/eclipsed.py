@@ -78,6 +78,9 @@ class TrainStyleganConfig(Section):
     ema_half_life_images: Annotated[float, Field(gt=0, le=1e9)] = 2000.0
     ema_rampup: Annotated[float, Field(ge=0, le=1)] = 0.05
     xflip: bool = True
+    # DiffAugment (Zhao et al. 2020) policies, applied in order to every image D sees: what
+    # keeps D from memorising a few hundred faces over a long run; []: none.
+    augment: list[Literal["color", "translation", "cutout"]] = Field([], max_length=3)
     fid_every: Steps = 250                # iterations between points of the FID curve
     fid_samples: Count = 800
     grid_images: Annotated[int, Field(ge=1, le=256)] = 32
