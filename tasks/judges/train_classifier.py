@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -32,12 +31,12 @@ from lightning_modules.judges import (
     evaluate_judge,
 )
 from lightning_modules.judges.data import read_pixels
-from tasks.core.curves import write_curves
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import held_out_split, is_rank_zero, stage_params
-from tasks.core.tracking import log_image, log_metrics_tree, stage_run
+from tasks.core.tracking import stage_run
 from tasks.core.trainer import Fitted, fit
+from tasks.judges.publishing import publish_judge
 
 STAGE = "train_classifier"
 SPLITS = ("train", "val", "test")
@@ -137,15 +136,8 @@ def main(argv: list[str] | None = None) -> None:
             "global_step": fitted.trainer.global_step,
             "epochs": fitted.trainer.current_epoch,
         }
-        net.cpu().save_pretrained(tmp_model)
-        tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-        write_curves(fitted.history, tmp_plots)
-        grid = labelled_grid(net, splits[split])
-        Image.fromarray(grid).save(tmp_plots / "predictions.png")
-        log_image(grid, "classifier/predictions.png")
-        log_metrics_tree({split: {k: v for k, v in metrics[split].items() if k != "images"}})
-        mlflow.log_artifacts(str(tmp_model), artifact_path="classifier")
-        mlflow.log_artifacts(str(tmp_plots), artifact_path="classifier/plots")
+        publish_judge(net, metrics, split, lambda: labelled_grid(net, splits[split]), fitted.history,
+                      tmp_model, tmp_metrics, tmp_plots, "classifier")
     # Published: the resumable state has served its purpose (a forced rerun trains afresh).
     shutil.rmtree(fitted.checkpoints, ignore_errors=True)
 

@@ -10,7 +10,6 @@ picture of test faces with what the judge says about them.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import lightning as L
@@ -25,12 +24,12 @@ from lightning_modules.data.faces import FaceRecord, FacesFolder, read_faces_fol
 from lightning_modules.judges.data import read_pixels
 from lightning_modules.judges.face_data import FaceAttributeDataModule, FaceAttributeDataset
 from lightning_modules.judges.faces import IDENTITY, FaceAttributeClassifier, FaceAttributeJudge, evaluate_face_judge
-from tasks.core.curves import write_curves
 from tasks.core.errors import InputDataError, run_stage_main
 from tasks.core.outputs import atomic_outputs
 from tasks.core.stage import is_rank_zero, stage_params
-from tasks.core.tracking import log_image, log_metrics_tree, stage_run
+from tasks.core.tracking import stage_run
 from tasks.core.trainer import Fitted, fit
+from tasks.judges.publishing import publish_judge
 
 STAGE = "train_face_attributes"
 SPLITS = ("train", "val", "test")
@@ -126,15 +125,8 @@ def main(argv: list[str] | None = None) -> None:
             "global_step": fitted.trainer.global_step,
             "epochs": fitted.trainer.current_epoch,
         }
-        net.cpu().save_pretrained(tmp_model)
-        tmp_metrics.write_text(json.dumps(metrics, indent=2) + "\n")
-        write_curves(fitted.history, tmp_plots)
-        grid = labelled_grid(net, splits[split])
-        Image.fromarray(grid).save(tmp_plots / "predictions.png")
-        log_image(grid, "face_attributes/predictions.png")
-        log_metrics_tree({split: {k: v for k, v in metrics[split].items() if k != "images"}})
-        mlflow.log_artifacts(str(tmp_model), artifact_path="face_attributes")
-        mlflow.log_artifacts(str(tmp_plots), artifact_path="face_attributes/plots")
+        publish_judge(net, metrics, split, lambda: labelled_grid(net, splits[split]), fitted.history,
+                      tmp_model, tmp_metrics, tmp_plots, "face_attributes")
     # Published: the resumable state has served its purpose (a forced rerun trains afresh).
     shutil.rmtree(fitted.checkpoints, ignore_errors=True)
 
