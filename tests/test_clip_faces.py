@@ -30,7 +30,7 @@ def test_every_face_caption_and_prompt_word_is_in_the_vocabulary():
         tokens = TOKENIZER(text).input_ids
         assert TOKENIZER.unk_token_id not in tokens, text
         assert len(tokens) <= TOKENIZER.model_max_length
-    assert set(FACE_PROMPTS) == {"hair_color", "glasses", "mouth"}
+    assert set(FACE_PROMPTS) == {"hair_style", "hair_color", "glasses", "mouth"}
     assert all(set(by_value) == set(FACE_ATTRIBUTES[name]) for name, by_value in FACE_PROMPTS.values())
 
 
@@ -69,7 +69,7 @@ def test_zero_shot_picks_the_most_similar_prompt_and_scores_it():
     shown = ["black", "brown", "blond", "red", "gray", "red", "red", "gray"]   # the last image looks gray
     pixels = F.one_hot(torch.tensor(TOKENIZER.convert_tokens_to_ids(shown)), len(TOKENIZER)).float()
     vocabularies = {name: FACE_ATTRIBUTES[name] for name in FACE_ATTRIBUTES}
-    attributes = {"hair_color": truth, "glasses": ["no"] * 8, "mouth": ["closed"] * 8}
+    attributes = {"hair_style": ["curly"] * 8, "hair_color": truth, "glasses": ["no"] * 8, "mouth": ["closed"] * 8}
     result = face_zero_shot(clip, TOKENIZER, pixels, attributes, vocabularies)
     assert result["hair_color"]["accuracy"] == pytest.approx(7 / 8)
     assert result["hair_color"]["balanced_accuracy"] == pytest.approx((4 + 3 / 4) / 5)
@@ -136,7 +136,7 @@ def test_pretrain_clip_learns_faces_and_reports_zero_shot_accuracy(smoke_faces, 
     zero_shot = metrics["face_zero_shot"]
     assert zero_shot["split"] == "test" and zero_shot["images"] == faces["splits"]["test"]
     for when in ("before", "after"):
-        assert set(zero_shot[when]) == {"hair_color", "glasses", "mouth"}
+        assert set(zero_shot[when]) == {"hair_style", "hair_color", "glasses", "mouth"}
         assert all(0 <= v["balanced_accuracy"] <= 1 for v in zero_shot[when].values())
 
 

@@ -19,6 +19,8 @@ from lightning_modules.diffusion.data import tokenize
 # Task -> (attribute of the faces folder, one prompt per value of its vocabulary). A closed
 # mouth and no glasses are what captions leave unsaid: their prompt is the bare "a person".
 FACE_PROMPTS: dict[str, tuple[str, dict[str, str]]] = {
+    # the attribute eCLIPsed's final row edits ("a person with curly hair")
+    "hair_style": ("hair_style", {s: f"a person with {s} hair" for s in ("straight", "curly", "short", "ponytail")}),
     "hair_color": ("hair_color", {c: f"a person with {c} hair" for c in ("black", "brown", "blond", "red", "gray")}),
     "glasses": ("glasses", {"no": "a person", "yes": "a person with glasses"}),
     "mouth": ("mouth", {"closed": "a person", "open": "a person with the mouth open", "smiling": "a smiling person"}),
