@@ -162,67 +162,11 @@ def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
     return run([sys.executable, "-m", "dvc", *args], cwd, check=check)
 
 
-# --- the smoke reproduction, in the background ----------------------------------------------
-# `dvc repro` of the smoke profile is the suite's longest piece (~10 minutes of 35 stage
-# processes, each mostly single-threaded start-up). It starts at the end of collection, at a
-# lower priority, while the tests that do not need it run first: it takes the core they leave
-# idle, and they keep theirs. The modules that need it run last and wait for what is left.
-SMOKE_FIXTURE = "smoke_repo"
-SMOKE_NICENESS = 10
-_smoke: dict = {}
-
-
-def _needs_smoke(item: pytest.Item) -> bool:
-    return SMOKE_FIXTURE in getattr(item, "fixturenames", ())
-
-
-@pytest.hookimpl(trylast=True)   # after -k / -m have deselected: only what will run counts
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    # whole modules move, so that their module-scoped fixtures are set up once
-    waiting = {item.module.__name__ for item in items if _needs_smoke(item) and getattr(item, "module", None)}
-    items.sort(key=lambda item: getattr(item, "module", None) is not None and item.module.__name__ in waiting)
-    if waiting and not config.option.collectonly:
-        _start_smoke_repro(config)
-
-
-def _start_smoke_repro(config: pytest.Config) -> None:
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="smoke-", dir=config._tmp_path_factory.getbasetemp()))
-    workspace = make_workspace(root / "ws")
-    stdout, stderr = (root / "repro.out").open("w"), (root / "repro.err").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=workspace, env=stage_env(),
-                               stdout=stdout, stderr=stderr, text=True, start_new_session=True,
-                               preexec_fn=lambda: os.nice(SMOKE_NICENESS))
-    _smoke.update(workspace=workspace, process=process, root=root, files=(stdout, stderr))
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """A run that ends before the smoke tests (a failure with -x, Ctrl-C) stops the repro too."""
-    process = _smoke.get("process")
-    if process is not None and process.poll() is None:
-        import signal
-
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def smoke_repo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The smoke profile reproduced once with `dvc repro` in a fresh git + DVC workspace
-    (started in the background at collection; waited for here)."""
-    if "process" not in _smoke:   # not started at collection (a plugin reordered or filtered later)
-        workspace = make_workspace(tmp_path_factory.mktemp("smoke") / "ws")
-        return workspace, dvc(workspace, "repro")
-    process, root = _smoke["process"], _smoke["root"]
-    returncode = process.wait(timeout=2400)
-    for f in _smoke["files"]:
-        f.close()
-    result = subprocess.CompletedProcess(process.args, returncode, (root / "repro.out").read_text(),
-                                         (root / "repro.err").read_text())
-    if returncode != 0:
-        raise AssertionError(f"{process.args} failed ({returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    return _smoke["workspace"], result
+    """The smoke profile reproduced once with `dvc repro` in a fresh git + DVC workspace."""
+    workspace = make_workspace(tmp_path_factory.mktemp("smoke") / "ws")
+    return workspace, dvc(workspace, "repro")
 
 
 @pytest.fixture()
