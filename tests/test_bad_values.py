@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import shutil
 import typing
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -298,16 +299,40 @@ STAGE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("stage, changes, expected", STAGE_CASES,
-                         ids=[f"{case[0]}-{'-'.join(case[1])}" for case in STAGE_CASES])
-def test_a_stage_refuses_a_bad_params_file_in_one_line(workspace, stage, changes, expected):
-    raw = changed(yaml.safe_load((workspace / "params.yaml").read_text()), **changes)
-    if "synthesize.images_per_subject" in changes:
-        # 48 x 10^5 renders of 2048^2 at 0.045 bytes a pixel at least (tasks/core/machine.py)
-        if shutil.disk_usage(workspace).free > 48 * 100_000 * 2048**2 * 0.045:
-            pytest.skip("this machine has the disk the renders need")
-    name = write_params(workspace, f"{stage}.bad.yaml", raw)
-    assert_refused(refused_stage(stage, workspace, name), *(text.format(file=name) for text in expected))
+def case_id(case: tuple) -> str:
+    return f"{case[0]}-{'-'.join(case[1])}"
+
+
+def machine_has_the_disk(changes: dict, workspace: Path) -> bool:
+    # 48 x 10^5 renders of 2048^2 at 0.045 bytes a pixel at least (tasks/core/machine.py)
+    return "synthesize.images_per_subject" in changes and \
+        shutil.disk_usage(workspace).free > 48 * 100_000 * 2048**2 * 0.045
+
+
+@pytest.fixture(scope="module")
+def stage_refusals(workspace) -> dict[str, tuple[str, subprocess.CompletedProcess]]:
+    """Every STAGE_CASES run, two processes at a time: a refusal ends within the stage's start-up,
+    which is mostly one thread importing, so two of them share the cores without slowing each
+    other. Each case has its own params file; none may write anything to the shared workspace."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def refuse(case: tuple) -> tuple[str, subprocess.CompletedProcess]:
+        stage, changes, _ = case
+        raw = changed(yaml.safe_load((workspace / "params.yaml").read_text()), **changes)
+        name = write_params(workspace, f"{case_id(case)}.bad.yaml", raw)
+        return name, refused_stage(stage, workspace, name)
+
+    runnable = [case for case in STAGE_CASES if not machine_has_the_disk(case[1], workspace)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(map(case_id, runnable), pool.map(refuse, runnable)))
+
+
+@pytest.mark.parametrize("stage, changes, expected", STAGE_CASES, ids=[case_id(case) for case in STAGE_CASES])
+def test_a_stage_refuses_a_bad_params_file_in_one_line(workspace, stage_refusals, stage, changes, expected):
+    if machine_has_the_disk(changes, workspace):
+        pytest.skip("this machine has the disk the renders need")
+    name, result = stage_refusals[case_id((stage, changes, expected))]
+    assert_refused(result, *(text.format(file=name) for text in expected))
     assert_nothing_written(workspace)
 
 

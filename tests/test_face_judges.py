@@ -14,6 +14,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -266,3 +267,33 @@ def test_bad_input_stops_in_one_line_and_writes_nothing(tmp_path, in_process, ca
     assert expected in stopped(in_process, capsys, stage, workspace)
     assert not (workspace / "data" / "models").exists() and not (workspace / "metrics").exists()
     assert not (workspace / "plots").exists()
+
+
+def test_a_killed_face_judge_run_resumes_to_the_same_weights(faces_workspace, in_process, capsys):
+    """kill -9 after the step-2 checkpoint, started again: the same weights and metrics as a run
+    never stopped (the loader's place, the augmentation seeds and the optimizer are in it).
+    train_face_parts trains the segmentation module, whose resume tests/test_resume.py proves on
+    the subject segmenter (here it would cost the suite three minutes)."""
+    from tests.test_resume import run_stage, snapshot, unpublish
+
+    workspace, stage, model = faces_workspace, "train_face_attributes", "face_attributes"
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["trainer"]["checkpoint_every_n_steps"] = 2
+    (workspace / "resume.yaml").write_text(yaml.safe_dump(params))
+    in_process(stage, workspace, "--params", "resume.yaml")
+    reference = snapshot(workspace, model, f"{stage}.json")
+    unpublish(workspace, model, f"{stage}.json")
+
+    killed = run_stage(stage, workspace, "train.batch_end@3=kill")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (last,) = (workspace / "checkpoints" / stage).glob("*/last.ckpt")
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+
+    capsys.readouterr()
+    in_process(stage, workspace, "--params", "resume.yaml")
+    assert f"Resuming {stage} from" in capsys.readouterr().out
+    tensors, metrics = snapshot(workspace, model, f"{stage}.json")
+    assert metrics == reference[1]
+    assert tensors.keys() == reference[0].keys()
+    for name, value in tensors.items():
+        assert torch.equal(value, reference[0][name]), name

@@ -177,23 +177,45 @@ def _pose_without_controlnet(spec, folder):
     spec["pose"] = "pose.png"
 
 
-@pytest.mark.parametrize("case, expected", [
+BAD_INPUTS = [
     (_drop_a_prompt, "n2_0.yaml: segments: the layout colour #"),
     (_stranger, "is an identifier the model was not fine-tuned on"),
     (_small_layout, "n2_0.yaml: layout: .* is 16 x 16 px; the model generates 32 x 32"),
     (_pose_without_controlnet, "n2_0.yaml: pose: given, but ControlNet is off"),
     ("no_model", "data/models/finetuned: no fine-tuned model"),
     ("empty_folder", "holds no composition"),
-])
-def test_bad_input_stops_before_sampling_in_one_line_and_writes_nothing(msp_copy, case, expected):
-    if case == "no_model":
-        shutil.rmtree(msp_copy / "data" / "models" / "finetuned")
-    elif case == "empty_folder":
-        for path in _composition(msp_copy).parent.glob("*.yaml"):
-            path.unlink()
-    else:
-        _edit_composition(msp_copy, case)
-    result = python_stage("msp", msp_copy, "--row", ROWS[0], check=False)
+]
+
+
+def _case_name(case) -> str:
+    return case if isinstance(case, str) else case.__name__
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(smoke_repo, tmp_path_factory) -> dict:
+    """Each BAD_INPUTS case in its own copy of the smoke data, two stage processes at a time (a
+    refusal ends within the start-up, mostly one thread importing): name -> (workspace, result)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def refuse(case):
+        workspace = workspace_with_data(smoke_repo[0], tmp_path_factory.mktemp(_case_name(case)) / "ws", MSP_DATA)
+        if case == "no_model":
+            shutil.rmtree(workspace / "data" / "models" / "finetuned")
+        elif case == "empty_folder":
+            for path in _composition(workspace).parent.glob("*.yaml"):
+                path.unlink()
+        else:
+            _edit_composition(workspace, case)
+        return workspace, python_stage("msp", workspace, "--row", ROWS[0], check=False)
+
+    cases = [case for case, _ in BAD_INPUTS]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(map(_case_name, cases), pool.map(refuse, cases)))
+
+
+@pytest.mark.parametrize("case, expected", BAD_INPUTS)
+def test_bad_input_stops_before_sampling_in_one_line_and_writes_nothing(bad_input_runs, case, expected):
+    msp_copy, result = bad_input_runs[_case_name(case)]
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and "Predicting" not in result.stdout + result.stderr
     assert re.search(expected, result.stderr), result.stderr[-1000:]
