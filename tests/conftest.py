@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -198,6 +199,32 @@ def in_process(monkeypatch):
             assert "MLFLOW_TRACKING_URI" not in os.environ
 
     return run_stage
+
+
+@contextlib.contextmanager
+def one_intra_op_thread():
+    """In this process, what OMP_NUM_THREADS=1 gives a fresh one: torch ops on one thread (a CPU
+    matmul sums in an order that follows its thread count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def stopped(in_process, capsys, stage: str, workspace: Path, *args: str) -> str:
+    """Run a stage through `in_process`; it must stop with exit 2 and one line on stderr, which is
+    returned. (tests/test_bad_values.py proves the same exit and line from a real process for
+    every stage; here the refusal's reasons are checked without paying a fresh interpreter.)"""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        in_process(stage, workspace, *args)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err[-2000:]
+    return err
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from lightning_modules.segmentation import (
     SubjectSegmenter,
 )
 from lightning_modules.synthworld.faces import FACE_ATTRIBUTES, PART_CLASSES
-from tests.conftest import make_workspace
+from tests.conftest import make_workspace, stopped
 from tests.face_folder import write_faces_folder
 
 ATTRIBUTES = {name: list(values) for name, values in FACE_ATTRIBUTES.items()}
@@ -238,16 +238,6 @@ def test_both_stages_train_and_publish_their_judges(faces_workspace, in_process)
         assert run.info.status == "FINISHED" and metric in run.data.metrics
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, stage.removeprefix("train_"))}
         assert f"{stage.removeprefix('train_')}/predictions.png" in artifacts
-
-
-def stopped(in_process, capsys, stage: str, workspace: Path) -> str:
-    """Run a stage in this process; it must stop with exit 2 and one line, which is returned."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
-        in_process(stage, workspace)
-    err = capsys.readouterr().err.strip()
-    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err[-2000:]
-    return err
 
 
 @pytest.mark.parametrize("stage", ["train_face_parts", "train_face_attributes"])

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.conftest import SMOKE_PERSONALIZATION_ROWS, python_stage, workspace_with_data, write_params
+from tests.conftest import (SMOKE_PERSONALIZATION_ROWS, one_intra_op_thread, python_stage, stopped, workspace_with_data,
+                            write_params)
 from tests.test_reid_pipeline import runs_by_stage
 
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def images_of(folder: Path) -> dict[str, np.ndarray]:
         return {row["image"]: np.asarray(Image.open(folder / row["image"])) for row in csv.DictReader(f)}
 
 
-def test_base_generation_is_bit_identical_on_one_and_two_processes(generation_copy, monkeypatch):
+def test_base_generation_is_bit_identical_on_one_and_two_processes(generation_copy, in_process, monkeypatch):
     # One intra-op thread per process in both runs: a CPU matmul sums in an order that depends
     # on its thread count (Lightning gives each of N DDP processes cores / N threads), which
     # moved 1 value of 3072 by one grey level in a measured run; the seeds and the fixed chunks
@@ -68,7 +69,9 @@ def test_base_generation_is_bit_identical_on_one_and_two_processes(generation_co
 
     def chunks_of_3(params):   # 8 items in chunks of 3: the two ranks hold 6 and 5 items
         params["evaluate_base"]["batch_size"] = 3
-    python_stage("evaluate_base", generation_copy, "--params", write_params(generation_copy, "one.yaml", chunks_of_3))
+    # one process: this one (no interpreter to start); two: a real DDP launch
+    with one_intra_op_thread():
+        in_process("evaluate_base", generation_copy, "--params", write_params(generation_copy, "one.yaml", chunks_of_3))
     folder = generation_copy / "data" / "generated" / "base"
     one = images_of(folder)
     one_metrics = json.loads((generation_copy / "metrics" / "evaluate_base.json").read_text())
@@ -137,14 +140,12 @@ def test_personalization_rows_and_their_report(smoke_repo):
     ({"templates": [], "seeds": [0]}, "templates: empty"),
     ({"templates": ["a {identifier} {class_noun}"], "seeds": [4, 4]}, "seeds: 4 is listed twice"),
 ])
-def test_a_bad_prompt_set_stops_the_row_before_training(generation_copy, prompt_set, fault):
+def test_a_bad_prompt_set_stops_the_row_before_training(generation_copy, in_process, capsys, prompt_set, fault):
     bad = generation_copy / "prompts" / "bad.yaml"
     bad.write_text(yaml.safe_dump(prompt_set))
     params = write_params(generation_copy, "bad.yaml",
                           lambda p: p["personalization"].update(prompt_set="prompts/bad.yaml"))
-    result = python_stage("personalization@lora", generation_copy, "--params", params, "--row", "lora", check=False)
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+    line = stopped(in_process, capsys, "personalization@lora", generation_copy, "--params", params, "--row", "lora")
     assert line.startswith(f"error: prompts/bad.yaml: {fault}"), line
     assert not (generation_copy / "data" / "personalization").exists()
     assert not (generation_copy / "metrics" / "personalization").exists()

@@ -171,12 +171,10 @@ def test_the_manifest_is_checked_naming_the_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def classifier_repo(tmp_path_factory) -> Path:
-    """The smoke profile reproduced up to train_classifier (synthesize, augment, then the stage)
-    with `dvc repro` in a fresh git + DVC workspace: the stage as a user runs it."""
-    workspace = make_workspace(tmp_path_factory.mktemp("judges") / "ws")
-    dvc(workspace, "repro", "train_classifier")
-    return workspace
+def classifier_repo(smoke_repo) -> Path:
+    """The smoke reproduction (`dvc repro` in a fresh git + DVC workspace), which trained the
+    judge as a user does; tests read it and copy what they change."""
+    return smoke_repo[0]
 
 
 @pytest.mark.slow
@@ -230,19 +228,16 @@ def test_without_a_test_split_the_stage_names_val_as_what_it_measured(classifier
 
 
 @pytest.mark.slow
-def test_killed_training_resumes_to_the_same_judge(classifier_repo, tmp_path):
+def test_killed_training_resumes_to_the_same_judge(classifier_repo, tmp_path, in_process):
     """kill -9 mid-epoch, started again: the same weights and metrics as a run never stopped
     (augmentation draws from the per-step seed, the cosine schedule and the loader's place are
     in the checkpoint)."""
-    from tests.test_resume import assert_same_run, run_stage, snapshot, unpublish, workspace_with
+    from tests.test_resume import assert_same_run, reference_run, run_stage, snapshot, workspace_with
 
     workspace = workspace_with((classifier_repo, None), tmp_path, ("augmented",), **{
         "train_classifier.max_epochs": 2, "train_classifier.limit_train_batches": 3,
         "trainer.checkpoint_every_n_steps": 4})
-    result = run_stage("train_classifier", workspace)
-    assert result.returncode == 0, result.stderr[-3000:]
-    reference = snapshot(workspace, "classifier", "train_classifier.json")
-    unpublish(workspace, "classifier", "train_classifier.json")
+    reference = reference_run(in_process, "train_classifier", workspace, "classifier", "train_classifier.json")
 
     # killed at step 5, before its checkpoint: the step-4 one, after the first batch of epoch 2, remains
     assert run_stage("train_classifier", workspace, "train.batch_end@5=kill").returncode == -9

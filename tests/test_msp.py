@@ -19,7 +19,7 @@ from PIL import Image
 
 from lightning_modules.msp import load_composition
 from lightning_modules.synthworld.subjects import IDENTIFIER_POOL
-from tests.conftest import python_stage, workspace_with_data, write_params
+from tests.conftest import one_intra_op_thread, python_stage, stopped, workspace_with_data, write_params
 from tests.test_reid_pipeline import runs_by_stage
 
 ROWS = ("plain_gd", "plain_gd_sal")
@@ -187,46 +187,24 @@ BAD_INPUTS = [
 ]
 
 
-def _case_name(case) -> str:
-    return case if isinstance(case, str) else case.__name__
-
-
-@pytest.fixture(scope="module")
-def bad_input_runs(smoke_repo, tmp_path_factory) -> dict:
-    """Each BAD_INPUTS case in its own copy of the smoke data, two stage processes at a time (a
-    refusal ends within the start-up, mostly one thread importing): name -> (workspace, result)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def refuse(case):
-        workspace = workspace_with_data(smoke_repo[0], tmp_path_factory.mktemp(_case_name(case)) / "ws", MSP_DATA)
-        if case == "no_model":
-            shutil.rmtree(workspace / "data" / "models" / "finetuned")
-        elif case == "empty_folder":
-            for path in _composition(workspace).parent.glob("*.yaml"):
-                path.unlink()
-        else:
-            _edit_composition(workspace, case)
-        return workspace, python_stage("msp", workspace, "--row", ROWS[0], check=False)
-
-    cases = [case for case, _ in BAD_INPUTS]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(map(_case_name, cases), pool.map(refuse, cases)))
-
-
-@pytest.mark.parametrize("case, expected", BAD_INPUTS)
-def test_bad_input_stops_before_sampling_in_one_line_and_writes_nothing(bad_input_runs, case, expected):
-    msp_copy, result = bad_input_runs[_case_name(case)]
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and "Predicting" not in result.stdout + result.stderr
-    assert re.search(expected, result.stderr), result.stderr[-1000:]
+@pytest.mark.parametrize("case, expected", BAD_INPUTS, ids=lambda case: case if isinstance(case, str) else
+                         getattr(case, "__name__", None))
+def test_bad_input_stops_before_sampling_in_one_line_and_writes_nothing(msp_copy, in_process, capsys, case, expected):
+    if case == "no_model":
+        shutil.rmtree(msp_copy / "data" / "models" / "finetuned")
+    elif case == "empty_folder":
+        for path in _composition(msp_copy).parent.glob("*.yaml"):
+            path.unlink()
+    else:
+        _edit_composition(msp_copy, case)
+    assert re.search(expected, stopped(in_process, capsys, "msp", msp_copy, "--row", ROWS[0]))
     assert not (msp_copy / "data" / "msp").exists() and not (msp_copy / "metrics" / "msp").exists()
 
 
-def test_a_baseline_must_be_a_row_that_runs(msp_copy):
+def test_a_baseline_must_be_a_row_that_runs(msp_copy, in_process, capsys):
     name = write_params(msp_copy, "bad.yaml", lambda p: p["msp"].update(baselines=["dreambooth"]))
-    result = python_stage("msp_baseline", msp_copy, "--row", "dreambooth", "--params", name, check=False)
-    assert result.returncode == 2
-    assert "msp.baselines: 'dreambooth' is not a row of personalization.table" in result.stderr
+    assert "msp.baselines: 'dreambooth' is not a row of personalization.table" in stopped(
+        in_process, capsys, "msp_baseline", msp_copy, "--row", "dreambooth", "--params", name)
 
 
 def _twin(workspace: Path) -> Path:
@@ -237,16 +215,6 @@ def _drop_the_pose(workspace: Path) -> None:
     spec = yaml.safe_load(_twin(workspace).read_text())
     spec.pop("pose")
     _twin(workspace).write_text(yaml.safe_dump(spec, sort_keys=False))
-
-
-def stopped(in_process, capsys, stage: str, workspace: Path, *args: str) -> str:
-    """Run a stage in this process; it must stop with exit 2 and one line, which is returned."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
-        in_process(stage, workspace, *args)
-    err = capsys.readouterr().err.strip()
-    assert stop.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err[-2000:]
-    return err
 
 
 @pytest.mark.parametrize("case, stage, expected", [
@@ -301,7 +269,7 @@ def test_train_controlnet_stops_on_bad_input_in_one_line(msp_copy, in_process, c
     assert not (msp_copy / "metrics" / "train_controlnet").exists()
 
 
-def test_table_one_images_are_bit_identical_on_one_and_two_processes(msp_copy, monkeypatch):
+def test_table_one_images_are_bit_identical_on_one_and_two_processes(msp_copy, in_process, monkeypatch):
     """One composition per batch, dealt whole to the ranks, every image from its own seed: the
     same pictures on 1 or 2 CPU processes, SAL's gradients included (one intra-op thread per
     process in both runs: a CPU matmul's summation order follows its thread count)."""
@@ -312,7 +280,8 @@ def test_table_one_images_are_bit_identical_on_one_and_two_processes(msp_copy, m
     def pictures() -> dict[str, np.ndarray]:
         return {p.name: np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))}
 
-    python_stage("msp", msp_copy, "--row", row)
+    with one_intra_op_thread():   # one process: this one (no interpreter to start); two: a real DDP launch
+        in_process("msp", msp_copy, "--row", row)
     one, one_metrics = pictures(), json.loads((msp_copy / "metrics" / "msp" / f"{row}.json").read_text())
 
     def ddp(params):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import yaml
@@ -12,7 +9,7 @@ from PIL import Image
 
 from tasks.core.errors import InputDataError
 from lightning_modules.data.market1501 import read_reid_folder
-from tests.conftest import make_workspace, stage_env
+from tests.conftest import make_workspace, stopped
 
 CLASSES = ["background", "hair", "face", "upper_clothes", "lower_clothes", "arms", "legs"]
 
@@ -83,16 +80,13 @@ def test_bad_folders_name_the_fault(tmp_path, breakage, message):
         read_reid_folder(root)
 
 
-def test_a_bad_folder_stops_the_stage_with_one_line_and_exit_2(tmp_path):
+def test_a_bad_folder_stops_the_stage_with_one_line_and_exit_2(tmp_path, in_process, capsys):
     workspace = make_workspace(tmp_path / "ws", git=False)
     market_folder(workspace / "mine", with_yaml=False)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["reid"]["dataset_dir"] = "mine"
     (workspace / "mine.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, "-m", "tasks.deskpro.train_reid_teacher", "--params", "mine.yaml"],
-                            cwd=workspace, env=stage_env(), capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert stopped(in_process, capsys, "train_reid_teacher", workspace, "--params", "mine.yaml") == (
         f"error: {(workspace / 'mine' / 'dataset.yaml').relative_to(workspace)}: missing; parsing maps need "
-        "parsing_classes and cloth_classes"]
+        "parsing_classes and cloth_classes")
     assert not (workspace / "data" / "models").exists() and not (workspace / "metrics").exists()

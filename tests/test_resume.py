@@ -63,10 +63,11 @@ def unpublish(workspace: Path, model: str, metrics: str) -> None:
     (workspace / "metrics" / metrics).unlink()
 
 
-def reference_run(stage: str, workspace: Path, model: str, metrics: str):
-    """Train uninterrupted, keep what it published, then clear the outputs for the next run."""
-    result = run_stage(stage, workspace)
-    assert result.returncode == 0, result.stderr[-3000:]
+def reference_run(in_process, stage: str, workspace: Path, model: str, metrics: str):
+    """Train uninterrupted, keep what it published, then clear the outputs for the next run. It
+    trains in this process (no interpreter to start): the runs it is compared with are fresh
+    processes, so a resumed run is also checked against a different process's arithmetic."""
+    in_process(stage, workspace, "--params", "resume.yaml")
     reference = snapshot(workspace, model, metrics)
     unpublish(workspace, model, metrics)
     return reference
@@ -96,11 +97,12 @@ def run_statuses(workspace: Path) -> list[str]:
     return [r.info.status for r in runs]
 
 
-def test_segmenter_killed_resumes_to_the_same_weights_and_a_damaged_checkpoint_restarts(smoke_repo, tmp_path):
+def test_segmenter_killed_resumes_to_the_same_weights_and_a_damaged_checkpoint_restarts(smoke_repo, tmp_path,
+                                                                                         in_process):
     workspace = workspace_with(smoke_repo, tmp_path, ("augmented",), **{
         "train_segmenter.max_epochs": 2, "train_segmenter.limit_train_batches": 4,
         "trainer.checkpoint_every_n_steps": 3})
-    reference = reference_run("train_segmenter", workspace, "segmenter", "train_segmenter.json")
+    reference = reference_run(in_process, "train_segmenter", workspace, "segmenter", "train_segmenter.json")
 
     # kill -9 at step 6, before that step's checkpoint: the step-3 one, mid first epoch, remains.
     assert run_stage("train_segmenter", workspace, "train.batch_end@6=kill").returncode == -9
@@ -133,11 +135,11 @@ def test_segmenter_killed_resumes_to_the_same_weights_and_a_damaged_checkpoint_r
     assert_same_run(reference, snapshot(workspace, "segmenter", "train_segmenter.json"))
 
 
-def test_reid_teacher_stopped_by_sigint_resumes_to_the_same_weights(smoke_repo, tmp_path):
+def test_reid_teacher_stopped_by_sigint_resumes_to_the_same_weights(smoke_repo, tmp_path, in_process):
     workspace = workspace_with(smoke_repo, tmp_path, ("persons",), **{
         "train_reid_teacher.max_epochs": 2, "train_reid_teacher.limit_train_batches": 3,
         "trainer.checkpoint_every_n_steps": 100})
-    reference = reference_run("train_reid_teacher", workspace, "reid_teacher", "train_reid_teacher.json")
+    reference = reference_run(in_process, "train_reid_teacher", workspace, "reid_teacher", "train_reid_teacher.json")
 
     stopped = run_stage("train_reid_teacher", workspace, "train.batch_end@3=sigint")
     assert_interrupted(stopped, "train_reid_teacher", 130, "SIGINT", 3)
@@ -147,10 +149,10 @@ def test_reid_teacher_stopped_by_sigint_resumes_to_the_same_weights(smoke_repo, 
     assert_same_run(reference, snapshot(workspace, "reid_teacher", "train_reid_teacher.json"))
 
 
-def test_finetune_stopped_by_sigterm_resumes_to_the_same_weights(smoke_repo, tmp_path):
+def test_finetune_stopped_by_sigterm_resumes_to_the_same_weights(smoke_repo, tmp_path, in_process):
     workspace = workspace_with(smoke_repo, tmp_path, ("augmented", "class_images", "models/base"), **{
         "finetune.max_steps": 8, "trainer.checkpoint_every_n_steps": 100})
-    reference = reference_run("finetune", workspace, "finetuned", "finetune.json")
+    reference = reference_run(in_process, "finetune", workspace, "finetuned", "finetune.json")
 
     stopped = run_stage("finetune", workspace, "train.batch_end@3=sigterm")
     assert_interrupted(stopped, "finetune", 143, "SIGTERM", 3)
