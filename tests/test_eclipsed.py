@@ -3,6 +3,7 @@ refusals of bad input (in-process, nothing written)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def tiny_ws(tmp_path_factory) -> Path:
 def small(params: dict, **rows) -> None:
     section = params["eclipsed"]
     section.update(steps=2, batch_size=2, eval_seeds=2, strip_seeds=1, strip_alphas=[-1.0, 0.0, 1.0],
-                   table=list(rows), sequential=[])
+                   eval_alpha=3.0, curve_alphas=[0.5, 3.0], table=list(rows), sequential=[])
     section["rows"].update(rows)
 
 
@@ -269,6 +270,20 @@ def test_stage_writes_directions_and_refuses_an_unknown_part(tiny_ws, in_process
     assert metrics["prompted_attribute"] == "hair_style=curly"
     assert (workspace / "plots/eclipsed/pair/strip.png").is_file()
     assert (workspace / "plots/eclipsed/pair/sequential.png").is_file()
+    # the alpha curve: at eval_alpha it is the row's own figures; its CSV and picture are published
+    curve = metrics["alpha_curve"]
+    assert [point["alpha"] for point in curve] == [0.5, 3.0]
+    keys = ("clip_similarity", "locality", "edit_accuracy", "attribute", "others_kept", "identity_kept")
+    assert {key: curve[1][key] for key in keys} == {key: metrics[key] for key in keys}
+    assert all(0 <= curve[0][key] <= 1 for key in keys[2:])
+    with (workspace / "plots/eclipsed/pair/alpha_curve.csv").open() as f:
+        assert [float(row["alpha"]) for row in csv.DictReader(f)] == [0.5, 3.0]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("subjectlab").experiment_id],
+                                "tags.`subjectlab.stage` = 'eclipsed@pair'")
+    assert "eclipsed/pair/alpha_curve.png" in {a.path for a in client.list_artifacts(run.info.run_id, "eclipsed/pair")}
 
     edit = yaml.safe_load((workspace / name).read_text())
     edit["eclipsed"]["table"], edit["eclipsed"]["sequential"] = ["pair"], ["pair"]

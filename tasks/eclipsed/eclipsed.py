@@ -9,9 +9,11 @@ eclipsed.eval_alpha (tasks/eclipsed/evaluation.py). Writes:
 - ${paths.data}/eclipsed/<row>/directions.safetensors ("directions": K x num_ws x w_dim) and
   directions.json (prompt, part, latent space, layers, alpha range, generator, truncation, K);
 - ${paths.metrics}/eclipsed/<row>.json: CLIP similarity (evaluation seeds, training seed),
-  locality, edit accuracy, the CLIP loss curve;
+  locality, edit accuracy, the CLIP loss curve, and the alpha curve (below);
 - ${paths.plots}/eclipsed/<row>/: edit strips over eclipsed.strip_alphas (negative ones too),
-  a sequential strip of the row's directions when K > 1, the loss curves.
+  a sequential strip of the row's directions when K > 1, the loss curves, and alpha_curve.csv:
+  CLIP similarity, locality, edit accuracy and its three parts at each of eclipsed.curve_alphas
+  (also drawn to MLflow as alpha_curve.png).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from tasks.core.params import Params, load_params
 from tasks.core.stage import is_rank_zero, parse_stage_args
 from tasks.core.tracking import flatten, log_image, log_metrics_tree, stage_run
 from tasks.core.trainer import fit
-from tasks.eclipsed.evaluation import evaluate_direction, sequential_picture, strip_picture, summarize
+from tasks.eclipsed.evaluation import (alpha_curve, alpha_curve_figure, evaluate_direction, sequential_picture,
+                                      strip_picture, summarize, write_alpha_curve)
 from tasks.eclipsed.learned import DIRECTIONS_FILE, DIRECTIONS_META, TABLE, directions_dir, load_generator
 from tasks.eclipsed.models import load_classifier, load_clip, load_segmenter, part_mask, resolve_part, training_prompt
 
@@ -132,6 +135,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         strip = strip_picture(generator, list(directions), strip_seeds, cfg.strip_alphas, row.truncation)
         Image.fromarray(strip).save(tmp_plots / "strip.png")
         log_image(strip, f"eclipsed/{args.row}/strip.png")
+        curve = alpha_curve(generator, clip, mask.cpu(), classifier, list(directions), row.prompt, eval_seeds,
+                            cfg.curve_alphas, row.truncation)
+        if curve:
+            write_alpha_curve(curve, tmp_plots / "alpha_curve.csv")
+            mlflow.log_figure(alpha_curve_figure(curve, f"{args.row}: {row.prompt}"), f"eclipsed/{args.row}/alpha_curve.png")
         if row.num_directions > 1:
             steps = [(d, cfg.eval_alpha) for d in directions]
             picture = sequential_picture(generator, steps, strip_seeds, row.truncation)
@@ -140,7 +148,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         result = {"row": args.row, "prompt": row.prompt, "training_prompt": prompt, "part": part,
                   "configuration": row.model_dump(mode="json"), "eval_alpha": cfg.eval_alpha,
                   "eval_seeds": len(eval_seeds), "train_seed": cfg.train_seed, **summary,
-                  "directions": per_direction,
+                  "directions": per_direction, "alpha_curve": curve,
                   "clip_loss_curve": [{"step": r["step"], "clip": r.get("clip")} for r in terms.rows],
                   "global_step": fitted.trainer.global_step}
         tmp_metrics.write_text(json.dumps(result, indent=2) + "\n")

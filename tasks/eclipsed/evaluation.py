@@ -4,10 +4,14 @@ the edit strips for `dvc plots` and MLflow."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from lightning_modules.core.metrics import TextImageSimilarity
 from lightning_modules.core.visual import enlarge, image_grid
@@ -39,9 +43,10 @@ def clip_similarity(generator, clip: ClipEmbedder, text: torch.Tensor, ws: torch
 @torch.no_grad()
 def evaluate_direction(generator, clip: ClipEmbedder, mask: PartMask, classifier: Optional[FaceAttributeClassifier],
                        direction: torch.Tensor, prompt: str, seeds: Sequence[int], alpha: float,
-                       truncation: float, train_seed: int) -> dict:
-    """One direction at one alpha: CLIP similarity (edits, and the unedited faces for reference),
-    locality (pixels; the part as the segmenter sees it on the original) and edit accuracy."""
+                       truncation: float, train_seed: int, references: bool = True) -> dict:
+    """One direction at one alpha: CLIP similarity (edits, and with `references` the unedited
+    faces and the training seed's edit), locality (pixels; the part as the segmenter sees it on the
+    original) and edit accuracy."""
     text = clip.texts([prompt])
     ws = seed_codes(generator, seeds, truncation)
     edit = [(direction, alpha)]
@@ -55,19 +60,62 @@ def evaluate_direction(generator, clip: ClipEmbedder, mask: PartMask, classifier
         locality.update(original, edited, mask(original))
         if accuracy is not None:
             accuracy.update(classifier.predict((original + 1) / 2), classifier.predict((edited + 1) / 2))
-    result = {
-        "clip_similarity": clip_similarity(generator, clip, text, ws, edit),
-        "clip_similarity_unedited": clip_similarity(generator, clip, text, ws),
-        "clip_similarity_train_seed": clip_similarity(generator, clip, text, seed_codes(generator, [train_seed], truncation),
-                                                      edit),
-        **{k: _number(v) for k, v in locality.compute().items()},
-        "prompted_attribute": "=".join(wanted) if wanted else None,
-    }
+    result = {"clip_similarity": clip_similarity(generator, clip, text, ws, edit)}
+    if references:
+        result["clip_similarity_unedited"] = clip_similarity(generator, clip, text, ws)
+        result["clip_similarity_train_seed"] = clip_similarity(
+            generator, clip, text, seed_codes(generator, [train_seed], truncation), edit)
+    result.update({**{k: _number(v) for k, v in locality.compute().items()},
+                   "prompted_attribute": "=".join(wanted) if wanted else None})
     if accuracy is not None:
         result.update({k: _number(v) for k, v in accuracy.compute().items()})
     else:
         result["edit_accuracy"] = None
     return result
+
+
+# What the alpha curve keeps of each evaluation: the edit's strength against what it breaks.
+CURVE_KEYS = ("clip_similarity", "locality", "edit_accuracy", "attribute", "others_kept", "identity_kept")
+
+
+def alpha_curve(generator, clip: ClipEmbedder, mask: PartMask, classifier: Optional[FaceAttributeClassifier],
+                directions: Sequence[torch.Tensor], prompt: str, seeds: Sequence[int], alphas: Sequence[float],
+                truncation: float) -> list[dict]:
+    """The row's figures at each alpha (the mean over its directions), on the evaluation faces:
+    where the prompted attribute appears as alpha grows, and where the other attributes and the
+    identity give way. Edit accuracy at a single alpha cannot say which of the two failed."""
+    curve = []
+    for alpha in alphas:
+        summary = summarize([evaluate_direction(generator, clip, mask, classifier, d, prompt, seeds, alpha, truncation,
+                                                train_seed=0, references=False) for d in directions])
+        curve.append({"alpha": alpha, **{key: summary.get(key) for key in CURVE_KEYS}})
+    return curve
+
+
+def write_alpha_curve(curve: list[dict], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["alpha", *CURVE_KEYS])
+        writer.writeheader()
+        writer.writerows({k: ("" if v is None else v) for k, v in point.items()} for point in curve)
+
+
+def alpha_curve_figure(curve: list[dict], title: str) -> Figure:
+    """Edit accuracy and its three parts, and locality, against alpha (for MLflow; `dvc plots`
+    draws the CSV)."""
+    figure = Figure(figsize=(5, 3.2), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    alphas = [point["alpha"] for point in curve]
+    for key in CURVE_KEYS[1:]:
+        values = [point[key] for point in curve]
+        if any(v is not None for v in values):
+            axes.plot(alphas, [float("nan") if v is None else v for v in values], marker="o", label=key)
+    axes.set_xlabel("alpha")
+    axes.set_ylim(-0.02, max(1.02, max((p["locality"] or 0) for p in curve) + 0.05))
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
 
 
 def summarize(per_direction: list[dict]) -> dict:

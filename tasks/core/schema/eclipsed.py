@@ -183,6 +183,8 @@ class EclipsedConfig(EclipsedDirections, TableSection):
     eval_seed_start: int = Field(1_000_000, ge=0, le=MAX_SEED)
     eval_alpha: Alpha = 3.0
     strip_alphas: list[Alpha] = Field([-4.0, -2.0, 0.0, 2.0, 4.0], min_length=1, max_length=32)
+    # edit accuracy and its parts measured at each of these (empty: no curve)
+    curve_alphas: list[Alpha] = Field([0.5, 1.0, 2.0, 3.0, 4.0, 6.0], max_length=32)
     strip_seeds: Count = 4
     sequential: list[str] = Field([], max_length=16)        # rows the report edits with one after the other
     rows: Annotated[dict[str, EclipsedOverrides], TableRows] = Field({}, max_length=256)
