@@ -264,15 +264,13 @@ def test_a_killed_face_judge_run_resumes_to_the_same_weights(faces_workspace, in
     never stopped (the loader's place, the augmentation seeds and the optimizer are in it).
     train_face_parts trains the segmentation module, whose resume tests/test_resume.py proves on
     the subject segmenter (here it would cost the suite three minutes)."""
-    from tests.test_resume import run_stage, snapshot, unpublish
+    from tests.test_resume import assert_same_run, reference_run, run_stage, snapshot
 
     workspace, stage, model = faces_workspace, "train_face_attributes", "face_attributes"
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     params["trainer"]["checkpoint_every_n_steps"] = 2
     (workspace / "resume.yaml").write_text(yaml.safe_dump(params))
-    in_process(stage, workspace, "--params", "resume.yaml")
-    reference = snapshot(workspace, model, f"{stage}.json")
-    unpublish(workspace, model, f"{stage}.json")
+    reference = reference_run(in_process, stage, workspace, model, f"{stage}.json")
 
     killed = run_stage(stage, workspace, "train.batch_end@3=kill")
     assert killed.returncode == -9, killed.stderr[-3000:]
@@ -282,8 +280,4 @@ def test_a_killed_face_judge_run_resumes_to_the_same_weights(faces_workspace, in
     capsys.readouterr()
     in_process(stage, workspace, "--params", "resume.yaml")
     assert f"Resuming {stage} from" in capsys.readouterr().out
-    tensors, metrics = snapshot(workspace, model, f"{stage}.json")
-    assert metrics == reference[1]
-    assert tensors.keys() == reference[0].keys()
-    for name, value in tensors.items():
-        assert torch.equal(value, reference[0][name]), name
+    assert_same_run(reference, snapshot(workspace, model, f"{stage}.json"))

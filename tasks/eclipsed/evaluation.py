@@ -43,10 +43,10 @@ def clip_similarity(generator, clip: ClipEmbedder, text: torch.Tensor, ws: torch
 @torch.no_grad()
 def evaluate_direction(generator, clip: ClipEmbedder, mask: PartMask, classifier: Optional[FaceAttributeClassifier],
                        direction: torch.Tensor, prompt: str, seeds: Sequence[int], alpha: float,
-                       truncation: float, train_seed: int, references: bool = True) -> dict:
-    """One direction at one alpha: CLIP similarity (edits, and with `references` the unedited
-    faces and the training seed's edit), locality (pixels; the part as the segmenter sees it on the
-    original) and edit accuracy."""
+                       truncation: float, train_seed: Optional[int]) -> dict:
+    """One direction at one alpha: CLIP similarity (edits; with a `train_seed`, also the unedited
+    faces and that seed's edit, for reference), locality (pixels; the part as the segmenter sees it
+    on the original) and edit accuracy."""
     text = clip.texts([prompt])
     ws = seed_codes(generator, seeds, truncation)
     edit = [(direction, alpha)]
@@ -61,7 +61,7 @@ def evaluate_direction(generator, clip: ClipEmbedder, mask: PartMask, classifier
         if accuracy is not None:
             accuracy.update(classifier.predict((original + 1) / 2), classifier.predict((edited + 1) / 2))
     result = {"clip_similarity": clip_similarity(generator, clip, text, ws, edit)}
-    if references:
+    if train_seed is not None:
         result["clip_similarity_unedited"] = clip_similarity(generator, clip, text, ws)
         result["clip_similarity_train_seed"] = clip_similarity(
             generator, clip, text, seed_codes(generator, [train_seed], truncation), edit)
@@ -87,7 +87,7 @@ def alpha_curve(generator, clip: ClipEmbedder, mask: PartMask, classifier: Optio
     curve = []
     for alpha in alphas:
         summary = summarize([evaluate_direction(generator, clip, mask, classifier, d, prompt, seeds, alpha, truncation,
-                                                train_seed=0, references=False) for d in directions])
+                                                train_seed=None) for d in directions])
         curve.append({"alpha": alpha, **{key: summary.get(key) for key in CURVE_KEYS}})
     return curve
 
