@@ -43,11 +43,11 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from lightning_modules.core.metrics.fid import FrechetDistance
 from lightning_modules.core.visual import image_grid
-from lightning_modules.data.faces import read_faces_folder
+from lightning_modules.data.faces import FaceImages, load_faces, read_faces_folder, signed
 from lightning_modules.eclipsed.discriminator import Discriminator
 from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, requires_grad, sample_images
 from lightning_modules.eclipsed.stylegan import StyleGenerator, channel_table
@@ -57,25 +57,6 @@ SIDES = ("lightning", "plain")
 CHANNELS = {4: 128, 8: 128, 16: 64, 32: 32, 64: 16}   # conf/config.yaml train_stylegan.channels
 
 
-class Faces(Dataset):
-    def __init__(self, pixels: torch.Tensor):
-        self.pixels = pixels
-
-    def __len__(self) -> int:
-        return len(self.pixels)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.pixels[index].float() / 127.5 - 1.0
-
-
-def load_pixels(records) -> torch.Tensor:
-    out = []
-    for record in records:
-        with Image.open(record.image) as image:
-            out.append(torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1))
-    return torch.stack(out)
-
-
 def build(args: argparse.Namespace, config: GanConfig) -> StyleGAN2:
     torch.manual_seed(args.seed)
     table = channel_table(CHANNELS)
@@ -83,7 +64,7 @@ def build(args: argparse.Namespace, config: GanConfig) -> StyleGAN2:
 
 
 def loader_for(pixels: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
-    return DataLoader(Faces(pixels), batch_size=batch_size, shuffle=True, drop_last=True,
+    return DataLoader(FaceImages(pixels), batch_size=batch_size, shuffle=True, drop_last=True,
                       generator=torch.Generator().manual_seed(seed), num_workers=0)
 
 
@@ -229,7 +210,7 @@ class Curve(L.Callback):
             self.judge.to(device)
             self.metric.to(device)
             for start in range(0, len(self.held_out), 256):
-                self.metric.update(self.held_out[start:start + 256].to(device).float() / 127.5 - 1.0, real=True)
+                self.metric.update(signed(self.held_out[start:start + 256].to(device)), real=True)
         self.metric.reset()
         fakes = sample_images(module.g_ema, self.samples, seed=0, batch_size=256)
         for start in range(0, len(fakes), 256):
@@ -310,8 +291,8 @@ def main() -> None:
     torch.set_float32_matmul_precision("high")
 
     faces = read_faces_folder(Path(args.faces))
-    pixels = load_pixels(faces.split("train"))
-    held_out = load_pixels([r for r in faces.records if r.split in ("val", "test")])
+    pixels = load_faces(faces.split("train"), faces.image_size)
+    held_out = load_faces([r for r in faces.records if r.split in ("val", "test")], faces.image_size)
     device = device_of(args)
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
           f"lightning {L.__version__}; {len(pixels)} train faces, {len(held_out)} held out", flush=True)

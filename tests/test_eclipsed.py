@@ -53,8 +53,9 @@ def module(localization_weight: float = 0.0, **changes) -> LatentDirections:
     embedder = tiny_embedder()
     settings = DirectionSettings(**{"localization_weight": localization_weight, "steps": 20, "lr": 0.05,
                                     "alpha_range": (1.0, 3.0), "layers": (3, 4), **changes})
+    neutral = embedder.texts(["a person"])[0] if settings.clip_loss == "directional" else None
     return LatentDirections(tiny_generator(), embedder, embedder.texts(["a person with curly hair"])[0], settings,
-                            top_half)
+                            top_half, neutral)
 
 
 def train(m: LatentDirections, steps: int, batch: int = 4) -> LatentDirections:
@@ -78,6 +79,32 @@ def test_directions_train_a_few_steps_and_stay_unit():
     assert not torch.allclose(before, after)
     norms = after[:, [3, 4]].norm(dim=-1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)   # W+: unit per layer
+
+
+def text_alignment(m: LatentDirections, seeds, text_change: torch.Tensor) -> float:
+    """Mean cosine between the CLIP change of the edits (alpha 2) and the text change."""
+    with torch.no_grad():
+        ws = m.style_codes(torch.tensor(seeds))
+        change = m.clip.images(render(m.generator, ws, [(m.full_directions()[0], 2.0)])) - \
+            m.clip.images(render(m.generator, ws))
+        return float((F.normalize(change, dim=-1) @ text_change).mean())
+
+
+def test_directional_loss_moves_the_image_along_the_text_change():
+    """Held-out seeds, same start: after training, the edit's CLIP change points along
+    E_T(prompt) - E_T(neutral) more than the random start's did, and more than the global loss's
+    edit does; the loss is refused without the neutral text."""
+    m = module(clip_loss="directional")
+    text_change, seeds = m.text_change, list(range(1000, 1008))
+    start = text_alignment(m, seeds, text_change)
+    terms = m.loss_terms(torch.arange(4))
+    assert 0.0 <= float(terms["clip"]) <= 2.0
+    train(m, 25)
+    directional = text_alignment(m, seeds, text_change)
+    assert directional > start + 0.1
+    assert directional > text_alignment(train(module(), 25), seeds, text_change) + 0.1
+    with pytest.raises(ValueError, match="neutral prompt"):
+        LatentDirections(m.generator, m.clip, m.text_embedding, DirectionSettings(clip_loss="directional"), top_half)
 
 
 def test_w_directions_repeat_on_the_chosen_layers_and_are_zero_elsewhere():
@@ -166,7 +193,7 @@ def test_prompt_extension_and_prompted_attribute():
 
 
 def test_edit_accuracy_needs_the_attribute_with_the_rest_and_the_identity_kept():
-    metric = EditAccuracy("hair_style", 1)
+    metric = EditAccuracy("hair_style", 1, ["hair_style", "mouth"])
     original = {"hair_style": torch.tensor([0, 0, 0, 2, 1]), "mouth": torch.tensor([0, 0, 0, 0, 0]),
                 "identity": torch.tensor([5, 5, 5, 5, 5])}
     edited = {"hair_style": torch.tensor([1, 1, 1, 0, 1]), "mouth": torch.tensor([0, 2, 0, 0, 0]),
@@ -176,6 +203,7 @@ def test_edit_accuracy_needs_the_attribute_with_the_rest_and_the_identity_kept()
     # the last face was curly already: left out; of the other four only the first keeps mouth and identity
     assert float(result["edit_accuracy"]) == 0.25
     assert float(result["attribute"]) == 0.75 and float(result["already_before"]) == 0.2
+    assert float(result["kept_mouth"]) == 0.75 and "kept_hair_style" not in result   # which attribute gave way
 
 
 # --- the stage: bad input refused before anything is written --------------------------------------
@@ -187,7 +215,8 @@ def test_bad_params_are_one_line(tmp_path):
     from tasks.core.params import validate
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    for key, value, says in (("prompt", "  ", "empty prompt"), ("alpha_range", [3.0, 1.0], "min 3 > max 1")):
+    for key, value, says in (("prompt", "  ", "empty prompt"), ("alpha_range", [3.0, 1.0], "min 3 > max 1"),
+                             ("neutral_prompt", "", "empty neutral prompt")):
         bad = json.loads(json.dumps(raw))
         bad["eclipsed"][key] = value
         with pytest.raises(ParamsError, match=says) as err:
@@ -197,6 +226,11 @@ def test_bad_params_are_one_line(tmp_path):
     bad["eclipsed"]["rows"]["final"] = {"alpha_range": [2.0, -2.0]}
     with pytest.raises(ParamsError, match="rows.final.*min 2 > max -2"):
         validate(bad)
+    bad = json.loads(json.dumps(raw))
+    bad["eclipsed"]["rows"]["final"] = {"clip_loss": "directional", "neutral_prompt": bad["eclipsed"]["prompt"]}
+    with pytest.raises(ParamsError, match="rows.final.*neutral_prompt: the same as prompt") as err:
+        validate(bad)
+    assert "\n" not in str(err.value)
 
 
 def tiny_workspace(path: Path) -> Path:
@@ -291,7 +325,7 @@ def test_stage_writes_directions_and_refuses_an_unknown_part(tiny_ws, in_process
     in_process("eclipsed_report", workspace, "--params", name)
     table = (workspace / "plots/eclipsed_report/table.md").read_text()
     assert "Prompt (normal vs extended) | 0.192 | 0.177" in table
-    assert (workspace / "plots/eclipsed_report/sequential.png").is_file()
+    assert (workspace / "plots/eclipsed_sequential/sequential.png").is_file()
     report = json.loads((workspace / "metrics/eclipsed_report.json").read_text())
     assert report["rows"]["pair"]["part"] == meta["part"]
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from PIL import Image
+from torch.utils.data import Dataset
 
 from lightning_modules.core.errors import InputDataError
 from lightning_modules.data.images import LABELS, PHOTO, check_image
@@ -134,3 +136,33 @@ def read_faces_folder(root: Path, check_files: bool = True) -> FacesFolder:
     digest = hashlib.sha256(csv_path.read_bytes() + info_path.read_bytes()).hexdigest()
     return FacesFolder(root, classes, attributes, sorted({r.identity for r in records}), size, records, digest)
 
+
+def load_faces(records: list[FaceRecord], size: int) -> torch.Tensor:
+    """uint8 [N, 3, size, size] of the records' images, resized (antialiased) when `size` is not
+    the folder's: the whole split in memory, as a GAN reads it every step."""
+    pictures = []
+    for record in records:
+        with Image.open(record.image) as image:
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.LANCZOS)
+            pictures.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+    return torch.stack(pictures)
+
+
+def signed(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as a generator draws them: float in [-1, 1]."""
+    return pixels.float() / 127.5 - 1.0
+
+
+class FaceImages(Dataset):
+    """Faces loaded by `load_faces`, served in [-1, 1]."""
+
+    def __init__(self, pixels: torch.Tensor):
+        self.pixels = pixels
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return signed(self.pixels[index])

@@ -7,7 +7,15 @@ near-one-hot mixing) by an alpha drawn from `alpha_range` (redrawn while |alpha|
 tiny moves change nothing and make the loss noisy), and minimises
 
     L = L_CLIP + localization_weight * L_loc + decorrelation_weight * L_corr
-    L_CLIP = 1 - cos(E_T(prompt), E_I(G(w + alpha d)))
+    L_CLIP = 1 - cos(E_T(prompt), E_I(G(w + alpha d)))                     (clip_loss "global")
+
+or, with clip_loss "directional" (StyleGAN-NADA's directional CLIP loss, Gal et al. 2021; not
+in the paper), the change of the image along the change of the text from a neutral prompt:
+
+    L_CLIP = 1 - cos(E_I(G(w + alpha d)) - E_I(G(w)), E_T(prompt) - E_T(neutral))
+
+The global loss pulls the edit towards everything CLIP ties to the prompt (for "curly hair":
+longer, warmer-coloured hair too); the directional one rewards only what the two texts differ in.
 
 with L_loc LELSD's localization loss on the generator's feature maps of `localization_layers`
 (the part's mask from the segmenter on the original and on the edit) and L_corr LELSD's
@@ -44,6 +52,7 @@ class DirectionSettings:
     alpha_min: float = 0.5
     localization_weight: float = 0.05
     decorrelation_weight: float = 1.0
+    clip_loss: str = "global"                # "global" | "directional"
     lr: float = 1e-2
     lr_halvings: int = 4                     # LELSD halves the rate this many times over the run
     steps: int = 100
@@ -89,11 +98,16 @@ class LatentDirections(L.LightningModule):
     for the paper's single-seed training."""
 
     def __init__(self, generator: nn.Module, clip: ClipEmbedder, text_embedding: torch.Tensor,
-                 settings: DirectionSettings, part_mask: Optional[MaskFunction] = None):
+                 settings: DirectionSettings, part_mask: Optional[MaskFunction] = None,
+                 neutral_embedding: Optional[torch.Tensor] = None):
         super().__init__()
         s = settings
         if s.latent_space not in ("w", "w+"):
             raise ValueError(f"latent_space: expected w or w+, got {s.latent_space!r}")
+        if s.clip_loss not in ("global", "directional"):
+            raise ValueError(f"clip_loss: expected global or directional, got {s.clip_loss!r}")
+        if s.clip_loss == "directional" and neutral_embedding is None:
+            raise ValueError("the directional CLIP loss needs the neutral prompt's embedding")
         num_ws, w_dim = generator.num_ws, generator.w_dim
         outside = [i for i in (*s.layers, *s.scored_layers) if not 0 <= i < num_ws]
         if outside or not s.layers:
@@ -105,6 +119,12 @@ class LatentDirections(L.LightningModule):
         # Frozen helpers live outside the module tree: not in checkpoints, not in the optimizer.
         self._frozen = {"generator": generator.eval().requires_grad_(False), "clip": clip, "part_mask": part_mask}
         self.register_buffer("text_embedding", F.normalize(text_embedding.detach().flatten(), dim=0))
+        if s.clip_loss == "directional":
+            # unit embeddings first, as CLIP compares them, then their difference
+            change = self.text_embedding - F.normalize(neutral_embedding.detach().flatten(), dim=0)
+            if change.norm() < 1e-6:
+                raise ValueError("the prompt and the neutral prompt embed alike: no text change to follow")
+            self.register_buffer("text_change", F.normalize(change, dim=0))
         shape = (s.num_directions, w_dim) if s.latent_space == "w" else (s.num_directions, len(s.layers), w_dim)
         start = torch.randn(shape, generator=torch.Generator().manual_seed(s.init_seed))
         self.directions = nn.Parameter(unit_directions(start))
@@ -170,14 +190,22 @@ class LatentDirections(L.LightningModule):
         moved = ws + alphas[:, None, None] * self.full_directions()[which]
         scored = list(s.scored_layers)
         localize = s.localization_weight > 0
+        directional = s.clip_loss == "directional"
         edited, edited_features = self.generator.synthesis(moved, noise="const", return_features=True)
+        if localize or directional:
+            with torch.no_grad():
+                original, original_features = self.generator.synthesis(ws, noise="const", return_features=True)
         embeddings = self.clip.images(edited)
-        clip_loss = (1 - embeddings @ self.text_embedding).mean()
+        if directional:
+            with torch.no_grad():
+                before = self.clip.images(original)
+            clip_loss = (1 - F.normalize(embeddings - before, dim=-1) @ self.text_change).mean()
+        else:
+            clip_loss = (1 - embeddings @ self.text_embedding).mean()
         zero = clip_loss.new_zeros(())
         local = zero
         if localize:
             with torch.no_grad():
-                original, original_features = self.generator.synthesis(ws, noise="const", return_features=True)
                 # one segmenter pass over both: the masks of the original and of the edit
                 before, after = self.part_mask(torch.cat([original, edited.detach()])).chunk(2)
                 mask = combined_mask(before, after)

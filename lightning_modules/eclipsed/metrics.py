@@ -8,7 +8,8 @@
   real faces judges each edit: the share of edits that carry the prompted attribute while every
   other attribute and the identity stay as the classifier saw them on the original. Counted over
   the faces the judge finds without the attribute before the edit (a face that has it already
-  proves nothing); `already_before` says how many of the faces were left out that way.
+  proves nothing); `already_before` says how many of the faces were left out that way; with the
+  other attributes named (`others`), `kept_<name>` says which of them gave way.
 """
 
 from __future__ import annotations
@@ -79,10 +80,13 @@ class EditAccuracy(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, attribute: str, value: int, **kwargs):
+    def __init__(self, attribute: str, value: int, others: Sequence[str] = (), **kwargs):
         super().__init__(**kwargs)
         self.attribute, self.value = attribute, value
-        for name in ("hits", "attribute_hits", "others_kept", "identity_kept", "already", "count", "faces"):
+        # the attributes whose keep rate is reported one by one (not the prompted one)
+        self.kept_names = [name for name in others if name not in (attribute, IDENTITY)]
+        for name in ("hits", "attribute_hits", "others_kept", "identity_kept", "already", "count", "faces",
+                     *(f"kept_{name}" for name in self.kept_names)):
             self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, original: Mapping[str, torch.Tensor], edited: Mapping[str, torch.Tensor]) -> None:
@@ -98,6 +102,9 @@ class EditAccuracy(Metric):
         self.attribute_hits += (carries & lacking).sum()
         self.others_kept += (kept & lacking).sum()
         self.identity_kept += (same_person & lacking).sum()
+        for name in self.kept_names:
+            state = f"kept_{name}"
+            setattr(self, state, getattr(self, state) + ((edited[name] == original[name]) & lacking).sum())
         self.already += (~lacking).sum()
         self.count += lacking.sum()
         self.faces += carries.numel()
@@ -107,4 +114,5 @@ class EditAccuracy(Metric):
         count = self.count.to(SUM_DTYPE) if self.count > 0 else torch.tensor(math.nan, dtype=SUM_DTYPE)
         return {"edit_accuracy": self.hits / count, "attribute": self.attribute_hits / count,
                 "others_kept": self.others_kept / count, "identity_kept": self.identity_kept / count,
+                **{f"kept_{name}": getattr(self, f"kept_{name}") / count for name in self.kept_names},
                 "already_before": self.already / self.faces.clamp(min=1).to(SUM_DTYPE)}

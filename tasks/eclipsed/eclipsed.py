@@ -57,7 +57,7 @@ def settings_of(params: Params, row) -> DirectionSettings:
         num_directions=row.num_directions, latent_space=row.latent_space, layers=tuple(row.layers),
         localization_layers=tuple(row.localization_layers), alpha_range=tuple(row.alpha_range),
         alpha_min=row.alpha_min, localization_weight=row.localization_weight,
-        decorrelation_weight=row.decorrelation_weight, lr=row.lr, steps=row.steps, truncation=row.truncation,
+        decorrelation_weight=row.decorrelation_weight, clip_loss=row.clip_loss, lr=row.lr, steps=row.steps, truncation=row.truncation,
         init_seed=params.seed)
 
 
@@ -89,8 +89,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     mask = part_mask(segmenter, part, generator.size)
 
     L.seed_everything(params.seed, workers=True, verbose=False)
+    neutral = clip.texts([row.neutral_prompt])[0] if row.clip_loss == "directional" else None
     module = LatentDirections(generator, clip, clip.texts([prompt])[0], settings_of(params, row),
-                              mask if row.localization_weight > 0 else None)
+                              mask if row.localization_weight > 0 else None, neutral)
     seeds = training_seeds(params, row)
     terms = TermsHistory(params.trainer.log_every_n_steps)
 
@@ -121,7 +122,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         save_file({"directions": directions}, str(tmp / DIRECTIONS_FILE))
         meta = {"prompt": row.prompt, "training_prompt": prompt, "part": part, "latent_space": row.latent_space,
                 "layers": list(row.layers), "alpha_range": list(row.alpha_range), "generator": str(cfg.generator),
-                "truncation": row.truncation, "K": row.num_directions}
+                "truncation": row.truncation, "K": row.num_directions, "clip_loss": row.clip_loss}
         (tmp / DIRECTIONS_META).write_text(json.dumps(meta, indent=2) + "\n")
 
         eval_seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + cfg.eval_seeds))

@@ -27,6 +27,7 @@ from tasks.eclipsed.learned import TABLE
 STAGE = "eclipsed_report"
 TABLE_VIEW = "eclipsed-table-1"   # runs_url(server, experiment, view=TABLE_VIEW)
 FAMILY = "eclipsed"
+SEQUENTIAL = "eclipsed_sequential"   # plots/<this>/sequential.png: the strip of eclipsed.sequential
 FINAL = "final"
 # (the paper's line, the alternate row, the CLIP similarity compared, the paper's final / alternate)
 PAIRS = (
@@ -89,8 +90,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         from tasks.eclipsed.editor import load_editor
 
         editor = load_editor(params, cfg.sequential)
-    targets = (params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE)
-    with stage_run(STAGE, params), atomic_outputs(*targets) as (tmp_metrics, tmp_plots):
+    # The strip has a folder of its own: dvc plots reads every file of a plots output, and the
+    # report's folder holds table.md, which it cannot draw.
+    targets = (params.paths.metrics / f"{STAGE}.json", params.paths.plots / STAGE, params.paths.plots / SEQUENTIAL)
+    with stage_run(STAGE, params), atomic_outputs(*targets) as (tmp_metrics, tmp_plots, tmp_sequential):
+        tmp_sequential.mkdir(parents=True)
         mlflow.log_param("eclipsed_report.rows", ",".join(names))
         header, body, data = table_1(by_name)
         text = write_table(tmp_plots, header, body, [PAPER_NOTE])
@@ -108,7 +112,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             edits = [(editor.directions[row], cfg.eval_alpha) for row in cfg.sequential]
             seeds = list(range(cfg.eval_seed_start, cfg.eval_seed_start + cfg.strip_seeds))
             picture = sequential_picture(editor.generator, edits, seeds, editor.truncation)
-            Image.fromarray(picture).save(tmp_plots / "sequential.png")
+            Image.fromarray(picture).save(tmp_sequential / "sequential.png")
             log_image(picture, "eclipsed/sequential.png")
         # MLflow's runs table as Table 1: the rows' runs, their measures as columns
         share_table_view(TABLE_VIEW, f"tags.`subjectlab.table` = '{TABLE}'",

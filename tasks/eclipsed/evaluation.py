@@ -52,8 +52,8 @@ def evaluate_direction(generator, clip: ClipEmbedder, mask: PartMask, classifier
     edit = [(direction, alpha)]
     locality = EditLocality(sync_on_compute=False)
     wanted = prompted_attribute(prompt, classifier.attributes) if classifier is not None else None
-    accuracy = EditAccuracy(wanted[0], classifier.attributes[wanted[0]].index(wanted[1]), sync_on_compute=False) \
-        if wanted else None
+    accuracy = EditAccuracy(wanted[0], classifier.attributes[wanted[0]].index(wanted[1]), list(classifier.attributes),
+                            sync_on_compute=False) if wanted else None
     for start in range(0, ws.shape[0], CHUNK):
         chunk = ws[start:start + CHUNK]
         original, edited = render(generator, chunk), render(generator, chunk, edit)

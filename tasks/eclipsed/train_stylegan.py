@@ -25,12 +25,11 @@ import mlflow
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
 from lightning_modules.core.metrics.fid import FrechetDistance
 from lightning_modules.core.resumable import shuffled_loader
 from lightning_modules.core.visual import image_grid
-from lightning_modules.data.faces import FacesFolder, read_faces_folder
+from lightning_modules.data.faces import FaceImages, FacesFolder, load_faces, read_faces_folder, signed
 from lightning_modules.eclipsed.discriminator import Discriminator
 from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, sample_images
 from lightning_modules.eclipsed.rosinality import generator_from_rosinality
@@ -51,34 +50,6 @@ GRID_SEED = 1         # the latents of every sample grid
 GRID_COLUMNS = 8
 TRUNCATION = 0.7      # the final grid's second picture: truncated towards the mean w
 FEATURE_BATCH = 128
-
-
-def load_faces(records: list, size: int) -> torch.Tensor:
-    """uint8 [N, 3, size, size]; resized (antialiased) when the generator's size is not the folder's."""
-    pictures = []
-    for record in records:
-        with Image.open(record.image) as image:
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.LANCZOS)
-            pictures.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
-    return torch.stack(pictures)
-
-
-def signed(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels as the GAN sees them: float in [-1, 1]."""
-    return pixels.float() / 127.5 - 1.0
-
-
-class FaceImages(Dataset):
-    def __init__(self, pixels: torch.Tensor):
-        self.pixels = pixels
-
-    def __len__(self) -> int:
-        return len(self.pixels)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return signed(self.pixels[index])
 
 
 def as_unit(images: torch.Tensor) -> torch.Tensor:

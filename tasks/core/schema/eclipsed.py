@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from tasks.core.resources import LABEL, RESNET_STEM, RGB, BatchEstimate
 from tasks.core.schema.msp import five_decoder_blocks
@@ -117,6 +117,10 @@ Alpha = Annotated[float, Field(ge=-1000, le=1000)]
 MAX_SEED = 2**31 - 1
 
 
+EMPTY_TEXT = {"prompt": "empty prompt: say what the edit should make (e.g. a person with curly hair)",
+              "neutral_prompt": "empty neutral prompt: say what the face is before the edit (e.g. a person)"}
+
+
 class EclipsedDirections(Section):
     """What one row of eCLIPsed's Table 1 trains: K directions for one prompt (the paper, sec. 3)."""
 
@@ -124,6 +128,11 @@ class EclipsedDirections(Section):
     # auto: the segmenter's part CLIP finds closest to the prompt; or a part name of the segmenter
     part: str = Field("auto", min_length=1, max_length=64)
     prompt_extension: Literal["none", "emphasis"] = "none"   # emphasis: the paper's extended prompt
+    # global: the paper's 1 - cos(E_T(prompt), E_I(edit)); directional (StyleGAN-NADA's loss, ours
+    # here): 1 - cos(E_I(edit) - E_I(original), E_T(prompt) - E_T(neutral_prompt)), the image's
+    # change along the text's change only, not towards everything CLIP ties to the prompt
+    clip_loss: Literal["global", "directional"] = "global"
+    neutral_prompt: str = Field("a person", max_length=300)   # the directional loss's starting text
     latent_space: Literal["w+", "w"] = "w+"
     layers: list[StyleLayer] = Field([3, 4], min_length=1, max_length=64)
     localization_layers: list[StyleLayer] = Field([], max_length=64)   # [] = layers
@@ -138,11 +147,11 @@ class EclipsedDirections(Section):
     lr: LearningRate = 1e-2
     truncation: float = Field(0.7, gt=0, le=1)
 
-    @field_validator("prompt")
+    @field_validator("prompt", "neutral_prompt")
     @classmethod
-    def _prompt_said(cls, value: str) -> str:
+    def _said(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
-            raise ValueError("empty prompt: say what the edit should make (e.g. a person with curly hair)")
+            raise ValueError(EMPTY_TEXT[info.field_name])
         return value
 
     @field_validator("layers", "localization_layers")
@@ -160,6 +169,13 @@ class EclipsedDirections(Section):
         if max(abs(low), abs(high)) < self.alpha_min:
             raise ValueError(f"alpha_range: [{low:g}, {high:g}] holds no alpha with |alpha| >= alpha_min "
                              f"({self.alpha_min:g})")
+        return self
+
+    @model_validator(mode="after")
+    def _text_change(self) -> "EclipsedDirections":
+        if self.clip_loss == "directional" and self.neutral_prompt.strip() == self.prompt.strip():
+            raise ValueError(f"neutral_prompt: the same as prompt ({self.prompt!r}); the directional loss "
+                             "reads the change from one to the other")
         return self
 
 
