@@ -198,8 +198,8 @@ class LatentDirections(L.LightningModule):
         embeddings = self.clip.images(edited)
         if directional:
             with torch.no_grad():
-                before = self.clip.images(original)
-            clip_loss = (1 - F.normalize(embeddings - before, dim=-1) @ self.text_change).mean()
+                original_embeddings = self.clip.images(original)
+            clip_loss = (1 - F.normalize(embeddings - original_embeddings, dim=-1) @ self.text_change).mean()
         else:
             clip_loss = (1 - embeddings @ self.text_embedding).mean()
         zero = clip_loss.new_zeros(())

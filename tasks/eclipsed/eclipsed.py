@@ -57,8 +57,8 @@ def settings_of(params: Params, row) -> DirectionSettings:
         num_directions=row.num_directions, latent_space=row.latent_space, layers=tuple(row.layers),
         localization_layers=tuple(row.localization_layers), alpha_range=tuple(row.alpha_range),
         alpha_min=row.alpha_min, localization_weight=row.localization_weight,
-        decorrelation_weight=row.decorrelation_weight, clip_loss=row.clip_loss, lr=row.lr, steps=row.steps, truncation=row.truncation,
-        init_seed=params.seed)
+        decorrelation_weight=row.decorrelation_weight, clip_loss=row.clip_loss, lr=row.lr, steps=row.steps,
+        truncation=row.truncation, init_seed=params.seed)
 
 
 def write_terms(rows: list[dict], path) -> None:
