@@ -422,6 +422,17 @@ def test_the_stage_trains_a_generator_then_imports_it_back(faces_ws, in_process)
     imported = load_file(str(model / "model.safetensors"))
     assert all(torch.equal(imported[k], v) for k, v in trained.state_dict().items())
 
+    # A generator trained elsewhere (a GPU workspace) comes in as its published model.safetensors.
+    (faces_ws / "generators").mkdir()
+    (faces_ws / "generators" / "faces.safetensors").write_bytes((model / "model.safetensors").read_bytes())
+    edit_params(faces_ws / "params.yaml", **{"train_stylegan.checkpoint": "generators/faces.safetensors"})
+    in_process("train_stylegan", faces_ws)
+    metrics = json.loads(metrics_file.read_text())
+    assert not metrics["trained"] and metrics["latent_avg"] == "checkpoint"
+    again = StyleGenerator.from_pretrained(model)
+    assert torch.equal(again.latent_avg, trained.latent_avg)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in trained.state_dict().items())
+
 
 def test_a_killed_gan_run_resumes_to_the_same_generator_and_curve(faces_ws, in_process, capsys):
     """kill -9 between two checkpoints of the GAN's manual optimization (two optimizers, lazy R1
