@@ -34,7 +34,6 @@ import contextlib
 import csv
 import json
 import logging
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -53,6 +52,8 @@ from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, requires_grad, 
 from lightning_modules.eclipsed.stylegan import StyleGenerator, channel_table
 from lightning_modules.judges.faces import FaceAttributeClassifier
 
+from devices import device_of, peak_mib, reset_peak, sync   # benchmarks/devices.py
+
 SIDES = ("lightning", "plain")
 CHANNELS = {4: 128, 8: 128, 16: 64, 32: 32, 64: 16}   # conf/config.yaml train_stylegan.channels
 
@@ -66,27 +67,6 @@ def build(args: argparse.Namespace, config: GanConfig) -> StyleGAN2:
 def loader_for(pixels: torch.Tensor, batch_size: int, seed: int) -> DataLoader:
     return DataLoader(FaceImages(pixels), batch_size=batch_size, shuffle=True, drop_last=True,
                       generator=torch.Generator().manual_seed(seed), num_workers=0)
-
-
-def device_of(args: argparse.Namespace) -> torch.device:
-    return torch.device("cuda" if args.accelerator == "gpu" else "cpu")
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 class Timer(L.Callback):

@@ -1,0 +1,33 @@
+"""What the step benchmarks share: the device an --accelerator names, and timing and peak memory
+that mean the same on a CPU and on a GPU."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+
+import torch
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    return torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a wall-clock reading covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_mib(device: torch.device) -> float:
+    """The CUDA allocator's high-water mark since reset_peak; on a CPU the process's peak RSS
+    (which only grows)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
