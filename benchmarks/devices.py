@@ -4,6 +4,7 @@ that mean the same on a CPU and on a GPU."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 
 import torch
@@ -31,3 +32,8 @@ def peak_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def autocast_for(device: torch.device, precision: str):
+    """What Lightning's bf16-mixed plugin wraps a step in, for a plain loop; nothing for 32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()

@@ -28,7 +28,6 @@ Run: python benchmarks/eclipsed_step.py [--accelerator gpu --precisions 32 bf16-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import time
 import warnings
@@ -46,7 +45,7 @@ from lightning_modules.eclipsed.directions import DirectionSettings, LatentDirec
 from lightning_modules.eclipsed.stylegan import StyleGenerator
 from lightning_modules.segmentation import ResNet34UNet
 
-from devices import device_of, peak_mib, reset_peak, sync   # benchmarks/devices.py
+from devices import autocast_for, device_of, peak_mib, reset_peak, sync   # benchmarks/devices.py
 
 SIDES = ("lightning", "plain")
 CHANNELS = {4: 128, 8: 128, 16: 64, 32: 32, 64: 16}   # conf/config.yaml train_stylegan.channels
@@ -113,10 +112,6 @@ def run_lightning(args, models, precision: str, batch_size: int) -> float:
     return timer.seconds
 
 
-def autocast_for(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed" else contextlib.nullcontext()
-
-
 def run_plain(args, models, precision: str, batch_size: int) -> float:
     device, total = device_of(args), args.warmup + args.steps
     module = build(args, models, total).to(device)
@@ -171,16 +166,13 @@ def parts_of_a_step(args, models, batch_size: int, repeats: int = 20) -> dict[st
     module.on_fit_start()
     generator, clip, mask = module.generator, module.clip, module.part_mask
     seeds = torch.arange(batch_size, device=device)
+    moved = (module.style_codes(seeds) + module.full_directions()[0]).detach().requires_grad_(True)
+    edited = generator.synthesis(moved, noise="const")
     parts = {"style codes": lambda: module.style_codes(seeds),
-             "generator (edit, with features)": None, "clip image embedding": None,
-             "segmenter masks (original + edit)": None, "whole step (forward + backward)": None}
-    ws = module.style_codes(seeds)
-    moved = (ws + module.full_directions()[0]).detach().requires_grad_(True)
-    edited = generator.synthesis(moved, noise="const", return_features=True)[0]
-    parts["generator (edit, with features)"] = lambda: generator.synthesis(moved, noise="const", return_features=True)
-    parts["clip image embedding"] = lambda: clip.images(edited)
-    parts["segmenter masks (original + edit)"] = lambda: mask(torch.cat([edited, edited]).detach())
-    parts["whole step (forward + backward)"] = lambda: module.loss_terms(seeds)["loss"].backward()
+             "generator (edit, with features)": lambda: generator.synthesis(moved, noise="const", return_features=True),
+             "clip image embedding": lambda: clip.images(edited),
+             "segmenter masks (original + edit)": lambda: mask(torch.cat([edited, edited]).detach()),
+             "whole step (forward + backward)": lambda: module.loss_terms(seeds)["loss"].backward()}
     out = {}
     for name, part in parts.items():
         part()   # warm-up

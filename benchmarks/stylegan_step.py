@@ -30,7 +30,6 @@ Run: python benchmarks/stylegan_step.py [--faces data/faces --judge data/models/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import logging
@@ -52,7 +51,7 @@ from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, requires_grad, 
 from lightning_modules.eclipsed.stylegan import StyleGenerator, channel_table
 from lightning_modules.judges.faces import FaceAttributeClassifier
 
-from devices import device_of, peak_mib, reset_peak, sync   # benchmarks/devices.py
+from devices import autocast_for, device_of, peak_mib, reset_peak, sync   # benchmarks/devices.py
 
 SIDES = ("lightning", "plain")
 CHANNELS = {4: 128, 8: 128, 16: 64, 32: 32, 64: 16}   # conf/config.yaml train_stylegan.channels
@@ -103,8 +102,7 @@ def run_plain(args, pixels, precision: str, iterations: int, batch_size: int) ->
     module = build(args, GanConfig(lr=2e-3, r1_gamma=1.0, r1_every=16, ema_half_life_images=2000.0)).to(device)
     g_opt, d_opt = module.configure_optimizers()
     cfg = module.config
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
-                else contextlib.nullcontext())
+    autocast = autocast_for(device, precision)
     done, start = 0, None
     while done < iterations:
         for reals in loader_for(pixels, batch_size, args.seed + done):
