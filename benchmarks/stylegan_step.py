@@ -18,7 +18,7 @@ grows).
 
 `--train-iterations N` then trains one more module through Lightning for N iterations (or
 --train-seconds) at
---train-precision and --train-batch-size, with FID (the face judge's features, as the stage
+--train-precision and --train-batch-size (and D's DiffAugment policies, --train-augment), with FID (the face judge's features, as the stage
 measures it) every --fid-every iterations, and writes the FID curve, sample grids and the
 generator (`StyleGenerator.save_pretrained`, the layout `train_stylegan.checkpoint` imports)
 to --out.
@@ -46,6 +46,7 @@ from torch.utils.data import DataLoader
 from lightning_modules.core.metrics.fid import FrechetDistance
 from lightning_modules.core.visual import image_grid
 from lightning_modules.data.faces import FaceImages, load_faces, read_faces_folder, signed
+from lightning_modules.eclipsed.diffaugment import POLICIES
 from lightning_modules.eclipsed.discriminator import Discriminator
 from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, requires_grad, sample_images
 from lightning_modules.eclipsed.stylegan import StyleGenerator, channel_table
@@ -218,7 +219,8 @@ def train_long(args, pixels, held_out) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     judge = FaceAttributeClassifier.from_pretrained(Path(args.judge))
     curve = Curve(judge, held_out, args.fid_every, args.fid_samples, args.train_seconds)
-    module = build(args, GanConfig(lr=args.train_lr, r1_gamma=1.0, r1_every=16, ema_half_life_images=2000.0))
+    module = build(args, GanConfig(lr=args.train_lr, r1_gamma=1.0, r1_every=16, ema_half_life_images=2000.0,
+                                   augment=tuple(args.train_augment)))
     started = time.perf_counter()
     module, _ = run_lightning(args, pixels, args.train_precision, args.train_iterations, args.train_batch_size,
                               callbacks=[curve], module=module)
@@ -239,6 +241,7 @@ def train_long(args, pixels, held_out) -> dict:
     Image.fromarray(image_grid([(((t + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                                 for t in final], columns=8)).save(out / "samples.png")
     return {"precision": args.train_precision, "batch_size": args.train_batch_size, "lr": args.train_lr,
+            "augment": list(args.train_augment),
             "iterations": int(module.iterations), "seconds": round(seconds, 1),
             "it_per_s": round(int(module.iterations) / seconds, 2), "fid_curve": curve.rows}
 
@@ -259,6 +262,8 @@ def main() -> None:
     parser.add_argument("--train-precision", default="bf16-mixed")
     parser.add_argument("--train-batch-size", type=int, default=16)
     parser.add_argument("--train-lr", type=float, default=2e-3)
+    parser.add_argument("--train-augment", nargs="*", default=[], choices=sorted(POLICIES),
+                        help="DiffAugment policies for D in the long run (train_stylegan.augment)")
     parser.add_argument("--fid-every", type=int, default=1000)
     parser.add_argument("--fid-samples", type=int, default=800)
     parser.add_argument("--out", default="stylegan_step_out")
