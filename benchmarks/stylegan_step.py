@@ -17,11 +17,10 @@ the CUDA allocator's high-water mark per measurement (on a CPU: the process's RS
 grows).
 
 `--train-iterations N` then trains one more module through Lightning for N iterations (or
---train-seconds) at
---train-precision and --train-batch-size (and D's DiffAugment policies, --train-augment), with FID (the face judge's features, as the stage
-measures it) every --fid-every iterations, and writes the FID curve, sample grids and the
-generator (`StyleGenerator.save_pretrained`, the layout `train_stylegan.checkpoint` imports)
-to --out.
+--train-seconds) at --train-precision and --train-batch-size, with D's DiffAugment policies
+(--train-augment), and FID (the face judge's features, as the stage measures it) every
+--fid-every iterations, and writes the FID curve, sample grids and the generator
+(`StyleGenerator.save_pretrained`, the layout `train_stylegan.checkpoint` imports) to --out.
 
 Run: python benchmarks/stylegan_step.py [--faces data/faces --judge data/models/face_attributes
      --accelerator gpu --precisions 32 bf16-mixed --train-iterations 20000 --out /tmp/gan]
