@@ -18,9 +18,10 @@ grows).
 
 `--train-iterations N` then trains one more module through Lightning for N iterations (or
 --train-seconds) at --train-precision and --train-batch-size, with D's DiffAugment policies
-(--train-augment), and FID (the face judge's features, as the stage measures it) every
---fid-every iterations, and writes the FID curve, sample grids and the generator
-(`StyleGenerator.save_pretrained`, the layout `train_stylegan.checkpoint` imports) to --out.
+(--train-augment), without training the noise inputs with --no-train-noise-inputs, and FID
+(the face judge's features, as the stage measures it) every --fid-every iterations, and writes
+the FID curve, sample grids and the generator (`StyleGenerator.save_pretrained`, the layout
+`train_stylegan.checkpoint` imports) to --out.
 
 Run: python benchmarks/stylegan_step.py [--faces data/faces --judge data/models/face_attributes
      --accelerator gpu --precisions 32 bf16-mixed --train-iterations 20000 --out /tmp/gan]
@@ -219,7 +220,7 @@ def train_long(args, pixels, held_out) -> dict:
     judge = FaceAttributeClassifier.from_pretrained(Path(args.judge))
     curve = Curve(judge, held_out, args.fid_every, args.fid_samples, args.train_seconds)
     module = build(args, GanConfig(lr=args.train_lr, r1_gamma=1.0, r1_every=16, ema_half_life_images=2000.0,
-                                   augment=tuple(args.train_augment)))
+                                   augment=tuple(args.train_augment), noise_inputs=args.train_noise_inputs))
     started = time.perf_counter()
     module, _ = run_lightning(args, pixels, args.train_precision, args.train_iterations, args.train_batch_size,
                               callbacks=[curve], module=module)
@@ -240,7 +241,7 @@ def train_long(args, pixels, held_out) -> dict:
     Image.fromarray(image_grid([(((t + 1) / 2).clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
                                 for t in final], columns=8)).save(out / "samples.png")
     return {"precision": args.train_precision, "batch_size": args.train_batch_size, "lr": args.train_lr,
-            "augment": list(args.train_augment),
+            "augment": list(args.train_augment), "noise_inputs": args.train_noise_inputs,
             "iterations": int(module.iterations), "seconds": round(seconds, 1),
             "it_per_s": round(int(module.iterations) / seconds, 2), "fid_curve": curve.rows}
 
@@ -263,6 +264,8 @@ def main() -> None:
     parser.add_argument("--train-lr", type=float, default=2e-3)
     parser.add_argument("--train-augment", nargs="*", default=[], choices=sorted(POLICIES),
                         help="DiffAugment policies for D in the long run (train_stylegan.augment)")
+    parser.add_argument("--train-noise-inputs", action=argparse.BooleanOptionalAction, default=True,
+                        help="train the noise strengths in the long run (train_stylegan.noise_inputs)")
     parser.add_argument("--fid-every", type=int, default=1000)
     parser.add_argument("--fid-samples", type=int, default=800)
     parser.add_argument("--out", default="stylegan_step_out")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from lightning_modules.core.metrics.fid import FrechetDistance, frechet_distance, gaussian_statistics
 from lightning_modules.eclipsed.diffaugment import diff_augment
 from lightning_modules.eclipsed.discriminator import Discriminator
-from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, sample_images
+from lightning_modules.eclipsed.gan import GanConfig, StyleGAN2, noise_strengths, sample_images
 from lightning_modules.eclipsed.layers import ModulatedConv2d, upfirdn2d
 from lightning_modules.eclipsed.rosinality import (
     NotAGeneratorError,
@@ -289,6 +289,34 @@ def test_a_few_gan_steps_lower_the_d_loss_and_move_g_and_its_average(tmp_path, a
     state = torch.random.get_rng_state()
     assert torch.equal(sample_images(module.g_ema, 3, seed=5), sample_images(module.g_ema, 3, seed=5))
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+
+def test_with_noise_inputs_off_the_noise_strengths_stay_zero_and_the_rest_trains(tmp_path):
+    torch.manual_seed(0)
+    reals = torch.zeros(16, 3, 16, 16)
+    reals[:, 1, 2:10, 6:14] = 1.0
+    g = generator()
+    with torch.no_grad():
+        for strength in noise_strengths(g):   # a generator that had learned some noise
+            strength.fill_(0.3)
+    module = StyleGAN2(g, Discriminator(SMALL), GanConfig(r1_gamma=1.0, r1_every=2, noise_inputs=False))
+    g_opt, _ = module.configure_optimizers()
+    in_optimizer = {id(p) for group in g_opt.param_groups for p in group["params"]}
+    strengths = noise_strengths(module.generator)
+    assert len(strengths) == g.num_layers and not in_optimizer & {id(p) for p in strengths}
+    start = {k: v.clone() for k, v in module.generator.state_dict().items()}
+    trainer = L.Trainer(max_steps=2 * 4, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader(reals, batch_size=4, shuffle=True))
+    assert int(module.iterations) == 4
+    for model in (module.generator, module.g_ema):
+        assert all(float(s) == 0.0 for s in noise_strengths(model))
+    # with the strengths at zero, the noise drawn no longer reaches the image
+    z = torch.randn(2, g.style_dim)
+    assert torch.equal(module.g_ema(z), module.g_ema(z, noise="const"))
+    moved = [k for k, v in module.generator.state_dict().items() if not torch.equal(v, start[k])]
+    assert "conv1.conv.weight" in moved and not any(k.endswith("noise.weight") for k in moved)
 
 
 # --- DiffAugment ------------------------------------------------------------------------------

@@ -12,6 +12,10 @@ Each iteration takes a discriminator step, then a generator step:
 - DiffAugment (optional, `augment`): D sees every image, real or generated, in its step and in
   G's, through the same differentiable random transformations (diffaugment.py), which keeps a
   discriminator from memorising a few hundred real faces;
+- noise inputs (optional, `noise_inputs`): off, the per-layer noise strengths stay at zero and
+  out of the optimizer. The layers are still there, so the weights keep StyleGAN2's layout. A
+  small generator trained for a few thousand iterations learns to draw eyes and mouths as
+  noise-driven speckle through them; without them, it has to draw them from the styles;
 - `g_ema`, the exponential moving average of G's weights (the generator one samples from),
   with a half-life counted in images and ramped up at the start (StyleGAN2-ADA's).
 Lazy regularisation scales Adam's rate and betas by c = every / (every + 1), as the paper does.
@@ -31,6 +35,7 @@ import torch.nn.functional as F
 from lightning_modules.core.losses import check_finite
 from lightning_modules.eclipsed.diffaugment import diff_augment
 from lightning_modules.eclipsed.discriminator import Discriminator
+from lightning_modules.eclipsed.layers import NoiseInjection
 from lightning_modules.eclipsed.stylegan import StyleGenerator
 
 ADAM_BETAS = (0.0, 0.99)   # StyleGAN2's
@@ -49,6 +54,7 @@ class GanConfig:
     ema_rampup: float = 0.05             # the half-life is at most this share of the images seen; 0: none
     xflip: bool = True                   # mirror real images at random (faces are left-right symmetric)
     augment: tuple[str, ...] = ()        # DiffAugment policies (diffaugment.POLICIES); (): none
+    noise_inputs: bool = True            # False: the noise strengths are held at zero
 
 
 def requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -56,11 +62,20 @@ def requires_grad(module: torch.nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def noise_strengths(generator: StyleGenerator) -> list[torch.nn.Parameter]:
+    """The learned scale of each layer's noise input, one per StyledConv."""
+    return [m.weight for m in generator.modules() if isinstance(m, NoiseInjection)]
+
+
 class StyleGAN2(L.LightningModule):
     def __init__(self, generator: StyleGenerator, discriminator: Discriminator, config: GanConfig = GanConfig()):
         super().__init__()
         self.automatic_optimization = False
         self.generator, self.discriminator, self.config = generator, discriminator, config
+        if not config.noise_inputs:
+            for strength in noise_strengths(generator):
+                strength.data.zero_()
+                strength.requires_grad_(False)
         self.g_ema = copy.deepcopy(generator).eval()
         requires_grad(self.g_ema, False)
         # In the checkpoint: a resumed run regularises and averages as the uninterrupted one.
@@ -69,6 +84,13 @@ class StyleGAN2(L.LightningModule):
         self.register_buffer("mean_path_length", torch.tensor(0.0))
         self.save_hyperparameters({"gan": asdict(config), "generator": generator.config,
                                    "discriminator": discriminator.config})
+
+    def generator_parameters(self) -> list[torch.nn.Parameter]:
+        """The generator's trained weights: all, less the noise strengths when noise_inputs is off."""
+        if self.config.noise_inputs:
+            return list(self.generator.parameters())
+        frozen = {id(p) for p in noise_strengths(self.generator)}
+        return [p for p in self.generator.parameters() if id(p) not in frozen]
 
     def judge(self, images: torch.Tensor) -> torch.Tensor:
         """D's logits for images as D always sees them: through the DiffAugment policies."""
@@ -143,7 +165,8 @@ class StyleGAN2(L.LightningModule):
         d_opt.step()
 
         # Generator
-        requires_grad(self.generator, True)
+        for p in self.generator_parameters():
+            p.requires_grad_(True)
         requires_grad(self.discriminator, False)
         ws = self.sample_ws(reals.shape[0])
         regularise = cfg.path_length_weight > 0 and it % cfg.path_length_every == 0
@@ -193,7 +216,7 @@ class StyleGAN2(L.LightningModule):
 
         g_every = cfg.path_length_every if cfg.path_length_weight > 0 else None
         d_every = cfg.r1_every if cfg.r1_gamma > 0 else None
-        return [adam(self.generator.parameters(), g_every), adam(self.discriminator.parameters(), d_every)]
+        return [adam(self.generator_parameters(), g_every), adam(self.discriminator.parameters(), d_every)]
 
 
 @torch.no_grad()

@@ -142,7 +142,8 @@ def train(params: Params, faces: FacesFolder, metric: Optional[FrechetDistance],
     module = StyleGAN2(generator, Discriminator(cfg.channel_table), GanConfig(
         lr=cfg.lr, r1_gamma=cfg.r1_gamma, r1_every=cfg.r1_every, path_length_weight=cfg.path_length_weight,
         path_length_every=cfg.path_length_every, mixing=cfg.mixing, ema_half_life_images=cfg.ema_half_life_images,
-        ema_rampup=cfg.ema_rampup, xflip=cfg.xflip, augment=tuple(cfg.augment)))
+        ema_rampup=cfg.ema_rampup, xflip=cfg.xflip, augment=tuple(cfg.augment),
+        noise_inputs=cfg.noise_inputs))
     train_faces = FaceImages(load_faces(faces.split("train"), size))
     loader = shuffled_loader(train_faces, min(cfg.batch_size, len(train_faces)), seed=params.seed, drop_last=True,
                              num_workers=params.trainer.num_workers)

@@ -81,6 +81,8 @@ class TrainStyleganConfig(Section):
     # DiffAugment (Zhao et al. 2020) policies, applied in order to every image D sees: what
     # keeps D from memorising a few hundred faces over a long run; []: none.
     augment: list[Literal["color", "translation", "cutout"]] = Field([], max_length=3)
+    # The per-layer noise inputs' strengths: trained (StyleGAN2), or held at zero (false).
+    noise_inputs: bool = True
     fid_every: Steps = 250                # iterations between points of the FID curve
     fid_samples: Count = 800
     grid_images: Annotated[int, Field(ge=1, le=256)] = 32
