@@ -72,10 +72,12 @@ class StyleGAN2(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.generator, self.discriminator, self.config = generator, discriminator, config
-        if not config.noise_inputs:
-            for strength in noise_strengths(generator):
-                strength.data.zero_()
-                strength.requires_grad_(False)
+        frozen = [] if config.noise_inputs else noise_strengths(generator)
+        for strength in frozen:
+            strength.data.zero_()
+            strength.requires_grad_(False)
+        # What G's optimizer steps and its step switches gradients on for: once, not per step.
+        self.trained_generator_weights = [p for p in generator.parameters() if not any(p is f for f in frozen)]
         self.g_ema = copy.deepcopy(generator).eval()
         requires_grad(self.g_ema, False)
         # In the checkpoint: a resumed run regularises and averages as the uninterrupted one.
@@ -84,13 +86,6 @@ class StyleGAN2(L.LightningModule):
         self.register_buffer("mean_path_length", torch.tensor(0.0))
         self.save_hyperparameters({"gan": asdict(config), "generator": generator.config,
                                    "discriminator": discriminator.config})
-
-    def generator_parameters(self) -> list[torch.nn.Parameter]:
-        """The generator's trained weights: all, less the noise strengths when noise_inputs is off."""
-        if self.config.noise_inputs:
-            return list(self.generator.parameters())
-        frozen = {id(p) for p in noise_strengths(self.generator)}
-        return [p for p in self.generator.parameters() if id(p) not in frozen]
 
     def judge(self, images: torch.Tensor) -> torch.Tensor:
         """D's logits for images as D always sees them: through the DiffAugment policies."""
@@ -165,7 +160,7 @@ class StyleGAN2(L.LightningModule):
         d_opt.step()
 
         # Generator
-        for p in self.generator_parameters():
+        for p in self.trained_generator_weights:
             p.requires_grad_(True)
         requires_grad(self.discriminator, False)
         ws = self.sample_ws(reals.shape[0])
@@ -216,7 +211,7 @@ class StyleGAN2(L.LightningModule):
 
         g_every = cfg.path_length_every if cfg.path_length_weight > 0 else None
         d_every = cfg.r1_every if cfg.r1_gamma > 0 else None
-        return [adam(self.generator_parameters(), g_every), adam(self.discriminator.parameters(), d_every)]
+        return [adam(self.trained_generator_weights, g_every), adam(self.discriminator.parameters(), d_every)]
 
 
 @torch.no_grad()
